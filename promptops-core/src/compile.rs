@@ -1,0 +1,682 @@
+//! Compiling a snapshot: every template of every version is parsed once,
+//! here, into one minijinja environment; includes are resolved per label and
+//! checked for cycles. Problems are recorded per prompt (as diagnostics and
+//! as the error a lookup of that prompt returns); the rest still loads.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::error::{Error, Position, PromptRef};
+use crate::model::{
+    Body, DEFAULT_LABEL, LATEST_LABEL, ModelConfig, PromptData, PromptVersion,
+};
+use crate::snapshot::SnapshotData;
+
+/// Bounds on the work one render may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// minijinja fuel (one unit per instruction, plus per byte of data
+    /// produced). `None` disables the limit.
+    pub fuel: Option<u64>,
+    /// Largest rendered output in bytes (text, or all messages together).
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: Some(1_000_000),
+            max_output_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Where a served prompt came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Pushed into memory by a live source (HTTP, SSE, Redis).
+    Memory,
+    /// Read from disk: a local prompt directory or the last-known-good file.
+    Disk,
+    /// A snapshot bundle shipped with the app.
+    Bundle,
+    /// The inline fallback the caller passed.
+    Fallback,
+}
+
+impl Source {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Source::Memory => "memory",
+            Source::Disk => "disk",
+            Source::Bundle => "bundle",
+            Source::Fallback => "fallback",
+        }
+    }
+}
+
+/// A problem found while loading a snapshot or a prompt directory.
+#[derive(Debug, Clone)]
+pub struct Diagnostic {
+    pub prompt: String,
+    pub version: Option<u32>,
+    pub label: Option<String>,
+    pub error: Error,
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.label {
+            Some(l) => write!(f, "[{} @{l}] {}", self.prompt, self.error),
+            None => write!(f, "[{}] {}", self.prompt, self.error),
+        }
+    }
+}
+
+thread_local! {
+    /// The label id includes resolve through during the current render.
+    static INCLUDE_LABEL: Cell<usize> = const { Cell::new(DEFAULT_LABEL_ID) };
+}
+
+pub(crate) const LATEST_LABEL_ID: usize = 0;
+pub(crate) const DEFAULT_LABEL_ID: usize = 1;
+
+pub(crate) struct LabelScope(usize);
+
+impl LabelScope {
+    pub(crate) fn enter(id: usize) -> LabelScope {
+        LabelScope(INCLUDE_LABEL.with(|c| c.replace(id)))
+    }
+}
+
+impl Drop for LabelScope {
+    fn drop(&mut self) {
+        INCLUDE_LABEL.with(|c| c.set(self.0));
+    }
+}
+
+/// The compiled templates of one body.
+#[derive(Debug, Clone)]
+pub(crate) enum CompiledBody {
+    Text(String),
+    /// (role, name, template name)
+    Chat(Vec<(String, Option<String>, String)>),
+}
+
+/// A variant ready to render: its config (the version's overlaid with the
+/// variant's) and compiled body.
+pub(crate) struct CompiledVariant {
+    pub config: Arc<ModelConfig>,
+    pub body: Result<CompiledBody, Error>,
+}
+
+/// One version, compiled.
+pub(crate) struct CompiledVersion {
+    pub prompt: String,
+    pub data: PromptVersion,
+    pub config: Arc<ModelConfig>,
+    pub body: Result<CompiledBody, Error>,
+    pub variants: BTreeMap<String, CompiledVariant>,
+    /// Literal include/import/extends targets of every part.
+    pub includes: Vec<IncludeRef>,
+}
+
+impl CompiledVersion {
+    /// The first compile error of the body or any variant.
+    pub fn first_error(&self) -> Option<&Error> {
+        self.body
+            .as_ref()
+            .err()
+            .or_else(|| self.variants.values().find_map(|v| v.body.as_ref().err()))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct IncludeRef {
+    pub target: String,
+    pub part: String,
+    pub position: Position,
+}
+
+pub(crate) struct CompiledPrompt {
+    pub versions: HashMap<u32, Arc<CompiledVersion>>,
+    pub labels: HashMap<String, u32>,
+    pub latest: u32,
+    /// label → why the prompt cannot be served under it (include problems).
+    pub broken: HashMap<String, Error>,
+    pub policy: Option<serde_json::Value>,
+}
+
+impl CompiledPrompt {
+    pub fn resolve(&self, label: &str) -> Option<u32> {
+        if label == LATEST_LABEL {
+            Some(self.latest)
+        } else {
+            self.labels.get(label).copied()
+        }
+    }
+}
+
+/// A compiled snapshot: what the store swaps atomically and readers use.
+pub struct CompiledSnapshot {
+    pub(crate) data: Arc<SnapshotData>,
+    pub(crate) env: Environment<'static>,
+    pub(crate) prompts: HashMap<String, CompiledPrompt>,
+    pub(crate) label_ids: HashMap<String, usize>,
+    pub(crate) diagnostics: Vec<Diagnostic>,
+    pub(crate) limits: Limits,
+    pub(crate) source: Source,
+    pub(crate) loaded_at: SystemTime,
+}
+
+impl std::fmt::Debug for CompiledSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledSnapshot")
+            .field("project", &self.data.project)
+            .field("revision", &self.data.revision)
+            .field("hash", &self.data.hash)
+            .field("prompts", &self.prompts.len())
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl CompiledSnapshot {
+    pub fn data(&self) -> &SnapshotData {
+        &self.data
+    }
+
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        &self.diagnostics
+    }
+
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
+    }
+
+    pub fn prompt_names(&self) -> impl Iterator<Item = &str> {
+        self.data.prompts.iter().map(|p| p.name.as_str())
+    }
+
+    /// Label → version of `prompt` under every label (plus `latest`).
+    pub fn labels_of(&self, prompt: &str) -> Option<BTreeMap<String, u32>> {
+        let p = self.prompts.get(prompt)?;
+        let mut m: BTreeMap<String, u32> =
+            p.labels.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        m.insert(LATEST_LABEL.to_string(), p.latest);
+        Some(m)
+    }
+
+    pub(crate) fn label_id(&self, label: &str) -> Option<usize> {
+        self.label_ids.get(label).copied()
+    }
+
+    /// Compile a snapshot. Never fails as a whole: problems become
+    /// diagnostics and per-prompt errors.
+    pub fn compile(data: SnapshotData, limits: Limits, source: Source) -> CompiledSnapshot {
+        let data = Arc::new(data);
+        // Label ids: latest = 0, production = 1, then the rest sorted.
+        let mut label_names: Vec<String> = vec![LATEST_LABEL.into(), DEFAULT_LABEL.into()];
+        let mut others: Vec<&String> = data
+            .prompts
+            .iter()
+            .flat_map(|p| p.labels.keys())
+            .filter(|l| l.as_str() != DEFAULT_LABEL && l.as_str() != LATEST_LABEL)
+            .collect();
+        others.sort();
+        others.dedup();
+        label_names.extend(others.into_iter().cloned());
+        let label_ids: HashMap<String, usize> = label_names
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), i))
+            .collect();
+        // Per label: prompt -> version.
+        let mut resolution: Vec<HashMap<String, u32>> = vec![HashMap::new(); label_names.len()];
+        for p in &data.prompts {
+            if let Some(latest) = p.latest() {
+                resolution[LATEST_LABEL_ID].insert(p.name.clone(), latest);
+            }
+            for (l, v) in &p.labels {
+                if let Some(&id) = label_ids.get(l) {
+                    resolution[id].insert(p.name.clone(), *v);
+                }
+            }
+        }
+        let resolution = Arc::new(resolution);
+
+        let mut env = new_environment(limits);
+        let res = resolution.clone();
+        env.set_path_join_callback(move |name, _parent| {
+            if name.contains('@') {
+                return name.into();
+            }
+            let id = INCLUDE_LABEL.with(|c| c.get());
+            match res.get(id).and_then(|m| m.get(name)) {
+                Some(v) => format!("{name}@{v}").into(),
+                None => name.into(),
+            }
+        });
+
+        let mut diagnostics = Vec::new();
+        let mut prompts = HashMap::with_capacity(data.prompts.len());
+        for p in &data.prompts {
+            let compiled = compile_prompt(&mut env, p, &mut diagnostics);
+            prompts.insert(p.name.clone(), compiled);
+        }
+
+        // Include checks, per label.
+        for (id, label) in label_names.iter().enumerate() {
+            check_includes(label, &resolution[id], &mut prompts, &mut diagnostics);
+        }
+
+        CompiledSnapshot {
+            data,
+            env,
+            prompts,
+            label_ids,
+            diagnostics,
+            limits,
+            source,
+            loaded_at: SystemTime::now(),
+        }
+    }
+}
+
+pub(crate) fn new_environment(limits: Limits) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(limits.fuel);
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env
+}
+
+fn compile_prompt(
+    env: &mut Environment<'static>,
+    p: &PromptData,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> CompiledPrompt {
+    let mut versions = HashMap::with_capacity(p.versions.len());
+    for v in &p.versions {
+        let cv = compile_version(env, &p.name, v, &format!("{}@{}", p.name, v.version));
+        if let Some(e) = cv.first_error() {
+            diagnostics.push(Diagnostic {
+                prompt: p.name.clone(),
+                version: Some(v.version),
+                label: None,
+                error: e.clone(),
+            });
+        }
+        versions.insert(v.version, Arc::new(cv));
+    }
+    CompiledPrompt {
+        versions,
+        labels: p.labels.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        latest: p.latest().unwrap_or(0),
+        broken: HashMap::new(),
+        policy: p.policy.clone(),
+    }
+}
+
+/// Compile one version into `env` under template names derived from `base`
+/// (`module/name@3`, `module/name@3#1`, `module/name@3~claude#0`).
+pub(crate) fn compile_version(
+    env: &mut Environment<'static>,
+    prompt: &str,
+    v: &PromptVersion,
+    base: &str,
+) -> CompiledVersion {
+    let pref = PromptRef::new(prompt, Some(v.version));
+    let mut includes = Vec::new();
+    let body = compile_body(env, &pref, &v.body, base, "", &mut includes);
+    let config = Arc::new(v.config.clone());
+    let mut variants = BTreeMap::new();
+    for (vname, variant) in &v.variants {
+        let vbody = variant.body_or(&v.body);
+        let compiled = match (&variant.template, &variant.messages) {
+            (None, None) => body.clone(),
+            _ => compile_body(
+                env,
+                &pref,
+                &vbody,
+                &format!("{base}~{vname}"),
+                &format!("variant {vname} "),
+                &mut includes,
+            ),
+        };
+        variants.insert(
+            vname.clone(),
+            CompiledVariant {
+                config: Arc::new(v.config.overlay(&variant.config)),
+                body: compiled,
+            },
+        );
+    }
+    CompiledVersion {
+        prompt: prompt.to_string(),
+        data: v.clone(),
+        config,
+        body,
+        variants,
+        includes,
+    }
+}
+
+fn compile_body(
+    env: &mut Environment<'static>,
+    pref: &PromptRef,
+    body: &Body,
+    base: &str,
+    part_prefix: &str,
+    includes: &mut Vec<IncludeRef>,
+) -> Result<CompiledBody, Error> {
+    match body {
+        Body::Text { template } => {
+            let part = format!("{part_prefix}template");
+            scan_includes(template, &part, includes);
+            add_template(env, pref, &part, base.to_string(), template)?;
+            Ok(CompiledBody::Text(base.to_string()))
+        }
+        Body::Chat { messages } => {
+            let mut out = Vec::with_capacity(messages.len());
+            for (i, m) in messages.iter().enumerate() {
+                let part = format!("{part_prefix}messages[{i}]");
+                scan_includes(&m.content, &part, includes);
+                let name = format!("{base}#{i}");
+                add_template(env, pref, &part, name.clone(), &m.content)?;
+                out.push((m.role.clone(), m.name.clone(), name));
+            }
+            Ok(CompiledBody::Chat(out))
+        }
+    }
+}
+
+fn add_template(
+    env: &mut Environment<'static>,
+    pref: &PromptRef,
+    part: &str,
+    name: String,
+    source: &str,
+) -> Result<(), Error> {
+    env.add_template_owned(name, source.to_string())
+        .map_err(|e| Error::Template {
+            prompt: pref.clone(),
+            part: part.to_string(),
+            position: error_position(&e, Some(source)),
+            message: e.detail().unwrap_or(&e.kind().to_string()).to_string(),
+        })
+}
+
+/// Line and column of a minijinja error within `source`.
+pub(crate) fn error_position(e: &minijinja::Error, source: Option<&str>) -> Option<Position> {
+    let line = e.line()?;
+    let column = match (e.range(), source.or(e.template_source())) {
+        (Some(r), Some(src)) if r.start <= src.len() && src.is_char_boundary(r.start) => {
+            let before = &src[..r.start];
+            let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+            before[line_start..].chars().count() + 1
+        }
+        _ => 1,
+    };
+    Some(Position { line, column })
+}
+
+/// Find literal `{% include "x" %}`, `{% import "x" … %}`,
+/// `{% from "x" import … %}` and `{% extends "x" %}` targets.
+pub(crate) fn scan_includes(src: &str, part: &str, out: &mut Vec<IncludeRef>) {
+    let bytes = src.as_bytes();
+    let mut i = 0;
+    while let Some(off) = src[i..].find("{%") {
+        let start = i + off;
+        let mut j = start + 2;
+        if j < bytes.len() && (bytes[j] == b'-' || bytes[j] == b'+') {
+            j += 1;
+        }
+        while j < bytes.len() && bytes[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        let rest = &src[j..];
+        let kw_len = ["include", "import", "from", "extends"]
+            .iter()
+            .find(|kw| {
+                rest.starts_with(**kw)
+                    && rest[kw.len()..]
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_whitespace())
+            })
+            .map(|kw| kw.len());
+        i = start + 2;
+        let Some(kw_len) = kw_len else { continue };
+        let mut k = j + kw_len;
+        while k < bytes.len() && bytes[k].is_ascii_whitespace() {
+            k += 1;
+        }
+        if k < bytes.len() && (bytes[k] == b'"' || bytes[k] == b'\'') {
+            let q = bytes[k];
+            if let Some(end) = src[k + 1..].find(q as char) {
+                let target = &src[k + 1..k + 1 + end];
+                let before = &src[..start];
+                let line = before.matches('\n').count() + 1;
+                let line_start = before.rfind('\n').map(|p| p + 1).unwrap_or(0);
+                out.push(IncludeRef {
+                    target: target.to_string(),
+                    part: part.to_string(),
+                    position: Position {
+                        line,
+                        column: before[line_start..].chars().count() + 1,
+                    },
+                });
+            }
+        }
+    }
+}
+
+fn check_includes(
+    label: &str,
+    resolution: &HashMap<String, u32>,
+    prompts: &mut HashMap<String, CompiledPrompt>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    // Edges under this label, and direct problems (missing targets).
+    let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut broken: BTreeMap<String, Error> = BTreeMap::new();
+    for (name, v) in resolution {
+        let Some(cv) = prompts.get(name).and_then(|p| p.versions.get(v)) else {
+            continue;
+        };
+        let mut targets = Vec::new();
+        for inc in &cv.includes {
+            let target = inc.target.split('@').next().unwrap_or(&inc.target);
+            if let Some(tname) = resolution.get_key_value(target).map(|(k, _)| k.as_str()) {
+                targets.push(tname);
+            } else if !inc.target.contains('@') {
+                broken.entry(name.clone()).or_insert_with(|| Error::Template {
+                    prompt: PromptRef::new(name.clone(), Some(*v)),
+                    part: inc.part.clone(),
+                    position: Some(inc.position),
+                    message: if prompts.contains_key(target) {
+                        format!("included prompt `{target}` has no label `{label}`")
+                    } else {
+                        format!("included prompt `{target}` does not exist")
+                    },
+                });
+            }
+        }
+        edges.insert(name.as_str(), targets);
+    }
+    // Cycles (iterative DFS with colours).
+    let mut colour: HashMap<&str, u8> = HashMap::new(); // 1 = on stack, 2 = done
+    let names: Vec<&str> = edges.keys().copied().collect();
+    for &root in &names {
+        if colour.contains_key(root) {
+            continue;
+        }
+        let mut stack: Vec<(&str, usize)> = vec![(root, 0)];
+        colour.insert(root, 1);
+        while let Some(&mut (node, ref mut idx)) = stack.last_mut() {
+            let next = edges.get(node).and_then(|t| t.get(*idx)).copied();
+            *idx += 1;
+            match next {
+                Some(t) => match colour.get(t) {
+                    None => {
+                        colour.insert(t, 1);
+                        stack.push((t, 0));
+                    }
+                    Some(1) => {
+                        let pos = stack.iter().position(|(n, _)| *n == t).unwrap_or(0);
+                        let mut cycle: Vec<String> =
+                            stack[pos..].iter().map(|(n, _)| n.to_string()).collect();
+                        cycle.push(t.to_string());
+                        for (n, _) in &stack[pos..] {
+                            broken.insert(
+                                n.to_string(),
+                                Error::IncludeCycle {
+                                    label: label.to_string(),
+                                    cycle: cycle.clone(),
+                                },
+                            );
+                        }
+                    }
+                    _ => {}
+                },
+                None => {
+                    colour.insert(node, 2);
+                    stack.pop();
+                }
+            }
+        }
+    }
+    // A prompt that includes a broken one is broken too (until fixpoint);
+    // so is one whose own version failed to compile (for its includers).
+    let mut unusable: BTreeMap<String, Error> = broken.clone();
+    for (name, v) in resolution {
+        if let Some(e) = prompts
+            .get(name)
+            .and_then(|p| p.versions.get(v))
+            .and_then(|cv| cv.first_error())
+        {
+            unusable.entry(name.clone()).or_insert_with(|| e.clone());
+        }
+    }
+    loop {
+        let mut added = false;
+        for (name, targets) in &edges {
+            if unusable.contains_key(*name) {
+                continue;
+            }
+            if let Some(bad) = targets.iter().find(|t| unusable.contains_key(**t)) {
+                let v = resolution.get(*name).copied();
+                let e = Error::Template {
+                    prompt: PromptRef::new(*name, v),
+                    part: "template".into(),
+                    position: None,
+                    message: format!("includes `{bad}`, which cannot be served under label `{label}`"),
+                };
+                broken.insert(name.to_string(), e.clone());
+                unusable.insert(name.to_string(), e);
+                added = true;
+            }
+        }
+        if !added {
+            break;
+        }
+    }
+    for (name, e) in broken {
+        diagnostics.push(Diagnostic {
+            prompt: name.clone(),
+            version: resolution.get(&name).copied(),
+            label: Some(label.to_string()),
+            error: e.clone(),
+        });
+        if let Some(p) = prompts.get_mut(&name) {
+            p.broken.insert(label.to_string(), e);
+        }
+    }
+}
+
+/// Map a render-time minijinja error to ours.
+pub(crate) fn map_render_error(
+    e: minijinja::Error,
+    env: &Environment<'static>,
+    prompt: &str,
+    version: u32,
+    part: &str,
+    limits: Limits,
+) -> Error {
+    // The template the error happened in may be an included one.
+    let (pname, pversion, ppart) = match e.name().and_then(parse_template_name) {
+        Some((n, v, p)) if n != prompt || v != version => (n, v, p),
+        _ => (prompt.to_string(), version, part.to_string()),
+    };
+    let source = e
+        .name()
+        .and_then(|n| env.get_template(n).ok())
+        .map(|t| t.source().to_string());
+    match e.kind() {
+        ErrorKind::UndefinedError => {
+            let variable = match (e.range(), source.as_deref()) {
+                (Some(r), Some(src)) if r.end <= src.len() => src
+                    .get(r)
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            Error::Variable {
+                prompt: PromptRef::new(pname, Some(pversion)),
+                variable: if variable.is_empty() {
+                    "(unknown)".into()
+                } else {
+                    variable
+                },
+                line: e.line(),
+            }
+        }
+        ErrorKind::OutOfFuel => Error::FuelExhausted {
+            prompt: prompt.to_string(),
+            limit: limits.fuel.unwrap_or(0),
+        },
+        _ => Error::Template {
+            prompt: PromptRef::new(pname, Some(pversion)),
+            part: ppart,
+            position: error_position(&e, source.as_deref()),
+            message: match e.detail() {
+                Some(d) => format!("{}: {d}", e.kind()),
+                None => e.kind().to_string(),
+            },
+        },
+    }
+}
+
+/// `module/name@3~variant#1` → (`module/name`, 3, part description).
+fn parse_template_name(n: &str) -> Option<(String, u32, String)> {
+    let (name, rest) = n.split_once('@')?;
+    let (ver_and_variant, msg) = match rest.split_once('#') {
+        Some((a, b)) => (a, Some(b)),
+        None => (rest, None),
+    };
+    let (ver, variant) = match ver_and_variant.split_once('~') {
+        Some((a, b)) => (a, Some(b)),
+        None => (ver_and_variant, None),
+    };
+    let version: u32 = ver.parse().ok()?;
+    let mut part = String::new();
+    if let Some(v) = variant {
+        part.push_str(&format!("variant {v} "));
+    }
+    match msg {
+        Some(i) => part.push_str(&format!("messages[{i}]")),
+        None => part.push_str("template"),
+    }
+    Some((name.to_string(), version, part))
+}

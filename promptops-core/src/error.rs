@@ -1,0 +1,175 @@
+//! The one error type of the engine. Every binding maps these variants to its
+//! own exception or error classes (see `Error::kind`), so the variant set and
+//! the `kind` strings are part of the public contract.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Where in a source text something went wrong (1-based line and column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)
+    }
+}
+
+/// A prompt identity used in error messages: `module/name` plus the version
+/// (when one was resolved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptRef {
+    pub name: String,
+    pub version: Option<u32>,
+}
+
+impl PromptRef {
+    pub fn new(name: impl Into<String>, version: Option<u32>) -> Self {
+        Self {
+            name: name.into(),
+            version,
+        }
+    }
+}
+
+impl fmt::Display for PromptRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.version {
+            Some(v) => write!(f, "{} version {}", self.name, v),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The prompt (or the label/version asked for) is in no source.
+    #[error("prompt not found: {name} ({selector})")]
+    PromptNotFound { name: String, selector: String },
+
+    /// A template failed to parse or compile, or failed while rendering for a
+    /// reason other than a missing variable.
+    #[error("template error in {prompt}{}: {message}", fmt_pos(*.position))]
+    Template {
+        prompt: PromptRef,
+        /// Which part of the prompt: `template`, `messages[2]`, `variant claude`…
+        part: String,
+        position: Option<Position>,
+        message: String,
+    },
+
+    /// A variable the template uses was not given (strict undefined).
+    #[error("missing variable `{variable}` in {prompt}{}", fmt_line(*.line))]
+    Variable {
+        prompt: PromptRef,
+        variable: String,
+        line: Option<usize>,
+    },
+
+    /// Variables did not satisfy the prompt's input schema, or a caller value
+    /// is out of range.
+    #[error("invalid input for {prompt}: field `{field}`: {message}")]
+    Validation {
+        prompt: String,
+        field: String,
+        message: String,
+    },
+
+    /// `{% include %}` targets form a cycle.
+    #[error("include cycle under label `{label}`: {}", .cycle.join(" -> "))]
+    IncludeCycle { label: String, cycle: Vec<String> },
+
+    /// A prompt file could not be read as a prompt (YAML, frontmatter, an
+    /// unsupported feature of an imported format).
+    #[error("{}{}: {message}", .file.display(), fmt_pos(*.position))]
+    Parse {
+        file: PathBuf,
+        position: Option<Position>,
+        message: String,
+    },
+
+    /// A snapshot or delta is malformed (bad JSON, hash mismatch, wrong
+    /// project, unknown format version).
+    #[error("invalid snapshot: {0}")]
+    Snapshot(String),
+
+    /// The model is not in the pricing table / catalogue.
+    #[error("unknown model `{0}`: not in the pricing table; add it with a pricing override")]
+    UnknownModel(String),
+
+    /// Rendering exceeded the output size limit.
+    #[error("rendered output of {prompt} exceeds the limit of {limit} bytes")]
+    OutputLimit { prompt: String, limit: usize },
+
+    /// Rendering exceeded the step (fuel) limit.
+    #[error("rendering {prompt} exceeded the step limit of {limit} (runaway template?)")]
+    FuelExhausted { prompt: String, limit: u64 },
+
+    /// Bad configuration given by the caller (builder options, overrides).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// No source could provide data and no fallback was given.
+    #[error("registry unavailable: {0}")]
+    RegistryUnavailable(String),
+
+    #[error("I/O error on {}: {message}", .path.display())]
+    Io { path: PathBuf, message: String },
+}
+
+fn fmt_pos(p: Option<Position>) -> String {
+    match p {
+        Some(p) => format!(" at {p}"),
+        None => String::new(),
+    }
+}
+
+fn fmt_line(l: Option<usize>) -> String {
+    match l {
+        Some(l) => format!(" at line {l}"),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// A stable, language-neutral name for the variant. Test vectors and the
+    /// bindings use it (`PROMPT_NOT_FOUND`, `TEMPLATE_ERROR`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::PromptNotFound { .. } => "PROMPT_NOT_FOUND",
+            Error::Template { .. } => "TEMPLATE_ERROR",
+            Error::Variable { .. } => "VARIABLE_ERROR",
+            Error::Validation { .. } => "VALIDATION_ERROR",
+            Error::IncludeCycle { .. } => "INCLUDE_CYCLE",
+            Error::Parse { .. } => "PARSE_ERROR",
+            Error::Snapshot(_) => "SNAPSHOT_ERROR",
+            Error::UnknownModel(_) => "UNKNOWN_MODEL",
+            Error::OutputLimit { .. } => "OUTPUT_LIMIT",
+            Error::FuelExhausted { .. } => "FUEL_EXHAUSTED",
+            Error::Config(_) => "CONFIG_ERROR",
+            Error::RegistryUnavailable(_) => "REGISTRY_UNAVAILABLE",
+            Error::Io { .. } => "IO_ERROR",
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            message: err.to_string(),
+        }
+    }
+
+    pub(crate) fn parse(file: impl Into<PathBuf>, line: Option<usize>, message: String) -> Self {
+        Error::Parse {
+            file: file.into(),
+            position: line.map(|line| Position { line, column: 1 }),
+            message,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,52 @@
+//! promptops-core: the in-process engine of promptops.
+//!
+//! Store, render, route and telemetry take data in and give answers out; no
+//! network code and no runtime live here. Sources push snapshots or deltas
+//! through one entry point ([`Store::apply`] / [`Client::apply`]).
+//!
+//! ```
+//! use promptops_core::{Client, context};
+//! # let dir = tempfile::tempdir().unwrap();
+//! # std::fs::create_dir_all(dir.path().join("support")).unwrap();
+//! # std::fs::write(dir.path().join("support/greet.prompt"),
+//! #     "---\nmodel: openai/gpt-4o-mini\n---\nHello {{ name }}!").unwrap();
+//! let client = Client::builder().prompts_dir(dir.path()).build()?;
+//! let prompt = client.get("support/greet")?;
+//! let out = prompt.render(&context! { name => "Dana" })?;
+//! assert_eq!(out.text.as_deref(), Some("Hello Dana!"));
+//! assert_eq!(out.input_tokens().count, 4);
+//! # Ok::<(), promptops_core::Error>(())
+//! ```
+
+pub mod client;
+pub mod compile;
+pub mod error;
+pub mod format;
+pub mod model;
+pub mod pricing;
+pub mod prompt;
+pub mod schema;
+pub mod snapshot;
+pub mod store;
+pub mod tokens;
+
+pub use client::{Client, ClientBuilder, Fallback, GetOptions};
+pub use compile::{CompiledSnapshot, Diagnostic, Limits, Source};
+pub use error::{Error, Position, PromptRef, Result};
+pub use minijinja::Value;
+pub use minijinja::context;
+pub use model::{
+    Body, Compatibility, Compliance, DEFAULT_LABEL, LATEST_LABEL, Message, MessageTemplate,
+    ModelConfig, PromptData, PromptKind, PromptVersion, Variant,
+};
+pub use pricing::{ModelPrice, PricingTable};
+pub use prompt::{Prompt, Rendered};
+pub use schema::InputSchema;
+pub use snapshot::{Delta, SNAPSHOT_FORMAT, SnapshotData};
+pub use store::{ApplyOutcome, Change, Store, Update};
+pub use tokens::{Encoding, TokenCount};
+
+/// Turn anything serde can serialise into a template [`Value`].
+pub fn to_value<S: serde::Serialize + ?Sized>(s: &S) -> Value {
+    Value::from(minijinja::value::Serde(s))
+}

@@ -1,0 +1,310 @@
+//! Snapshots and deltas: the data a project's SDK needs, as it travels
+//! (JSON bundle files, HTTP, SSE, Redis). A snapshot carries a content hash
+//! over its canonical JSON so any copy can be checked and compared.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::model::{PromptData, validate_label, validate_name};
+
+/// The format tag every snapshot carries.
+pub const SNAPSHOT_FORMAT: &str = "promptops.snapshot/1";
+
+/// One project's prompts, labelled, as the registry (or a prompt directory)
+/// hands them to SDKs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotData {
+    pub format: String,
+    pub project: String,
+    /// Registry event id this snapshot is current at (0 for local data).
+    #[serde(default)]
+    pub revision: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// `sha256:<hex>` over the canonical JSON of `project` and `prompts`.
+    #[serde(default)]
+    pub hash: String,
+    /// Prompts sorted by name.
+    pub prompts: Vec<PromptData>,
+}
+
+/// Changes since an event id: prompts added or changed (their whole record:
+/// labelled versions and labels) and prompts removed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    pub project: String,
+    /// The revision this delta applies on top of.
+    pub base_revision: u64,
+    /// The revision after applying it.
+    pub revision: u64,
+    #[serde(default)]
+    pub upserts: Vec<PromptData>,
+    #[serde(default)]
+    pub removed: Vec<String>,
+}
+
+impl SnapshotData {
+    /// A snapshot of `prompts` (sorted, validated lightly) with its hash.
+    pub fn new(project: impl Into<String>, revision: u64, mut prompts: Vec<PromptData>) -> Self {
+        prompts.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut s = SnapshotData {
+            format: SNAPSHOT_FORMAT.to_string(),
+            project: project.into(),
+            revision,
+            created_at: None,
+            hash: String::new(),
+            prompts,
+        };
+        s.hash = s.compute_hash();
+        s
+    }
+
+    /// `sha256:<hex>` of the canonical JSON (sorted keys, no whitespace) of
+    /// the project name and the prompts. Revision and timestamps are left
+    /// out: two snapshots with the same content have the same hash.
+    pub fn compute_hash(&self) -> String {
+        #[derive(Serialize)]
+        struct Content<'a> {
+            project: &'a str,
+            prompts: &'a [PromptData],
+        }
+        let value = serde_json::to_value(Content {
+            project: &self.project,
+            prompts: &self.prompts,
+        })
+        .unwrap_or(serde_json::Value::Null);
+        let mut buf = Vec::with_capacity(4096);
+        write_canonical(&value, &mut buf);
+        format!("sha256:{}", hex::encode(Sha256::digest(&buf)))
+    }
+
+    /// Structural checks every snapshot must pass before it is compiled:
+    /// format, names, labels pointing at versions it carries, unique names
+    /// and versions. Template problems are not checked here (compilation
+    /// reports those per prompt).
+    pub fn validate(&self) -> Result<()> {
+        if self.format != SNAPSHOT_FORMAT {
+            return Err(Error::Snapshot(format!(
+                "unknown format `{}` (this SDK reads `{SNAPSHOT_FORMAT}`)",
+                self.format
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.prompts {
+            validate_name(&p.name).map_err(Error::Snapshot)?;
+            if !seen.insert(p.name.as_str()) {
+                return Err(Error::Snapshot(format!("prompt `{}` appears twice", p.name)));
+            }
+            validate_prompt(p)?;
+        }
+        Ok(())
+    }
+
+    /// Parse a snapshot from JSON and check it (format, structure, and the
+    /// hash when one is present).
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        let s: SnapshotData = serde_json::from_slice(bytes).map_err(|e| {
+            Error::Snapshot(format!(
+                "not a snapshot: {e} (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        s.validate()?;
+        if !s.hash.is_empty() {
+            let actual = s.compute_hash();
+            if actual != s.hash {
+                return Err(Error::Snapshot(format!(
+                    "content hash mismatch: file says {}, content is {actual}",
+                    s.hash
+                )));
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn to_json_pretty(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// Read a bundle file written by [`write_bundle`](Self::write_bundle)
+    /// (or `promptops pull`).
+    pub fn read_bundle(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json(&bytes).map_err(|e| match e {
+            Error::Snapshot(m) => Error::Snapshot(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Write the snapshot as a bundle file atomically: a temporary file in
+    /// the same directory, fsync, rename, fsync of the directory. A reader
+    /// sees the old file or the new one, never a torn one.
+    pub fn write_bundle(&self, path: impl AsRef<Path>) -> Result<()> {
+        write_atomic(path.as_ref(), &self.to_json_pretty())
+    }
+
+    pub fn prompt(&self, name: &str) -> Option<&PromptData> {
+        self.prompts
+            .binary_search_by(|p| p.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.prompts[i])
+    }
+
+    /// The snapshot after `delta`. The delta must be for this project and
+    /// start at this snapshot's revision.
+    pub fn apply_delta(&self, delta: &Delta) -> Result<SnapshotData> {
+        if delta.project != self.project {
+            return Err(Error::Snapshot(format!(
+                "delta for project `{}` applied to `{}`",
+                delta.project, self.project
+            )));
+        }
+        if delta.base_revision != self.revision {
+            return Err(Error::Snapshot(format!(
+                "delta starts at revision {} but the snapshot is at {}",
+                delta.base_revision, self.revision
+            )));
+        }
+        let mut map: BTreeMap<String, PromptData> = self
+            .prompts
+            .iter()
+            .map(|p| (p.name.clone(), p.clone()))
+            .collect();
+        for name in &delta.removed {
+            map.remove(name);
+        }
+        for p in &delta.upserts {
+            validate_name(&p.name).map_err(Error::Snapshot)?;
+            validate_prompt(p)?;
+            map.insert(p.name.clone(), p.clone());
+        }
+        let mut out = SnapshotData::new(
+            self.project.clone(),
+            delta.revision,
+            map.into_values().collect(),
+        );
+        out.created_at.clone_from(&self.created_at);
+        Ok(out)
+    }
+}
+
+fn validate_prompt(p: &PromptData) -> Result<()> {
+    if p.versions.is_empty() {
+        return Err(Error::Snapshot(format!("prompt `{}` has no versions", p.name)));
+    }
+    let mut vs = std::collections::HashSet::new();
+    for v in &p.versions {
+        if v.version == 0 {
+            return Err(Error::Snapshot(format!(
+                "prompt `{}`: versions start at 1",
+                p.name
+            )));
+        }
+        if !vs.insert(v.version) {
+            return Err(Error::Snapshot(format!(
+                "prompt `{}`: version {} appears twice",
+                p.name, v.version
+            )));
+        }
+        if let Some(schema) = &v.schema {
+            schema.check().map_err(|m| {
+                Error::Snapshot(format!(
+                    "prompt `{}` version {}: input schema: {m}",
+                    p.name, v.version
+                ))
+            })?;
+        }
+    }
+    for (label, v) in &p.labels {
+        validate_label(label).map_err(|m| Error::Snapshot(format!("prompt `{}`: {m}", p.name)))?;
+        if label == crate::model::LATEST_LABEL {
+            return Err(Error::Snapshot(format!(
+                "prompt `{}`: `latest` is implicit and cannot be set",
+                p.name
+            )));
+        }
+        if !vs.contains(v) {
+            return Err(Error::Snapshot(format!(
+                "prompt `{}`: label `{label}` points at version {v}, which the snapshot does not carry",
+                p.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Write `bytes` to `path` atomically (tmp file, fsync, rename, dir fsync).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let file_name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "snapshot".into());
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+/// Canonical JSON: object keys sorted, no whitespace, serde_json's number
+/// and string formatting.
+pub fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut *out, k);
+                out.push(b':');
+                write_canonical(&m[k.as_str()], out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(b']');
+        }
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The store: holds the current compiled snapshot and swaps it atomically.
+//! Readers never wait on writers (`arc-swap`); every source (local files,
+//! bundles, and later HTTP, SSE and Redis) feeds it through [`Store::apply`].
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+
+use crate::compile::{CompiledSnapshot, Diagnostic, Limits, Source};
+use crate::error::{Error, Result};
+use crate::model::LATEST_LABEL;
+use crate::snapshot::{Delta, SnapshotData};
+
+/// What a source pushes into the store.
+#[derive(Debug, Clone)]
+pub enum Update {
+    Snapshot(SnapshotData),
+    Delta(Delta),
+}
+
+/// One effective change: `prompt` under `label` moved from `old` to `new`
+/// (`None` = not served under that label before / any more).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub prompt: String,
+    pub label: String,
+    pub old: Option<u32>,
+    pub new: Option<u32>,
+}
+
+/// What [`Store::apply`] did.
+#[derive(Debug, Clone)]
+pub struct ApplyOutcome {
+    /// `false` when the update was older than (or the same as) what the
+    /// store holds and was ignored.
+    pub applied: bool,
+    pub changes: Vec<Change>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub revision: u64,
+    pub hash: String,
+}
+
+type Listener = Box<dyn Fn(&[Change]) + Send + Sync>;
+
+/// The store of one project.
+pub struct Store {
+    project: Option<String>,
+    limits: Limits,
+    current: ArcSwapOption<CompiledSnapshot>,
+    write: Mutex<()>,
+    listeners: Mutex<Vec<Arc<Listener>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("project", &self.project)
+            .field("current", &self.current.load().as_ref().map(|s| s.data().revision))
+            .finish()
+    }
+}
+
+impl Store {
+    /// A store for `project` (`None` accepts the first snapshot's project).
+    pub fn new(project: Option<String>, limits: Limits) -> Self {
+        Store {
+            project,
+            limits,
+            current: ArcSwapOption::empty(),
+            write: Mutex::new(()),
+            listeners: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The current compiled snapshot (lock-free).
+    pub fn current(&self) -> Option<Arc<CompiledSnapshot>> {
+        self.current.load_full()
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Register a listener called after every applied update that changed
+    /// what some label serves.
+    pub fn on_change(&self, f: impl Fn(&[Change]) + Send + Sync + 'static) {
+        if let Ok(mut l) = self.listeners.lock() {
+            l.push(Arc::new(Box::new(f)));
+        }
+    }
+
+    /// The one entry point for new data. Newer data wins: a snapshot with a
+    /// lower revision than the current one is ignored (equal revisions are
+    /// accepted when the content differs, which is how local data at
+    /// revision 0 reloads). A delta must start at the current revision.
+    ///
+    /// A prompt whose new version cannot be served (broken template, bad
+    /// include) keeps serving the version the label had before, when that
+    /// one was good; a diagnostic says so.
+    pub fn apply(&self, update: Update, source: Source) -> Result<ApplyOutcome> {
+        let _w = self.write.lock().map_err(|_| Error::Config("store lock poisoned".into()))?;
+        let old = self.current.load_full();
+        let data = match update {
+            Update::Snapshot(s) => {
+                s.validate()?;
+                s
+            }
+            Update::Delta(d) => {
+                let Some(old) = &old else {
+                    return Err(Error::Snapshot(
+                        "a delta arrived before any snapshot".into(),
+                    ));
+                };
+                if d.revision <= old.data().revision {
+                    return Ok(self.ignored(old));
+                }
+                old.data().apply_delta(&d)?
+            }
+        };
+        if let Some(p) = &self.project
+            && &data.project != p
+        {
+            return Err(Error::Snapshot(format!(
+                "snapshot is for project `{}`, this client is for `{p}`",
+                data.project
+            )));
+        }
+        if let Some(old) = &old {
+            let od = old.data();
+            if data.revision < od.revision || (data.revision == od.revision && data.hash == od.hash)
+            {
+                return Ok(self.ignored(old));
+            }
+        }
+        let mut compiled = CompiledSnapshot::compile(data, self.limits, source);
+        if let Some(old) = &old
+            && let Some(patched) = keep_last_good(&compiled, old)
+        {
+            let diags = compiled.diagnostics.clone();
+            let mut recompiled = CompiledSnapshot::compile(patched.0, self.limits, source);
+            // The recompiled snapshot's hash must be the registry's, so that
+            // comparisons with the registry stay meaningful.
+            Arc::make_mut(&mut recompiled.data).hash.clone_from(&compiled.data.hash);
+            recompiled.diagnostics = diags;
+            recompiled.diagnostics.extend(patched.1);
+            compiled = recompiled;
+        }
+        for d in &compiled.diagnostics {
+            tracing::warn!(target: "promptops", "{d}");
+        }
+        let changes = match &old {
+            Some(old) => diff(old, &compiled),
+            None => diff_from_empty(&compiled),
+        };
+        let outcome = ApplyOutcome {
+            applied: true,
+            changes: changes.clone(),
+            diagnostics: compiled.diagnostics.clone(),
+            revision: compiled.data.revision,
+            hash: compiled.data.hash.clone(),
+        };
+        self.current.store(Some(Arc::new(compiled)));
+        if !changes.is_empty() {
+            let listeners: Vec<Arc<Listener>> = self
+                .listeners
+                .lock()
+                .map(|l| l.clone())
+                .unwrap_or_default();
+            for l in listeners {
+                // A panicking listener must not poison the store.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| l(&changes)));
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn ignored(&self, current: &CompiledSnapshot) -> ApplyOutcome {
+        ApplyOutcome {
+            applied: false,
+            changes: Vec::new(),
+            diagnostics: Vec::new(),
+            revision: current.data().revision,
+            hash: current.data().hash.clone(),
+        }
+    }
+}
+
+/// For each (prompt, label) the new snapshot cannot serve but the old one
+/// could, patch the data so the label keeps pointing at the old version.
+fn keep_last_good(
+    new: &CompiledSnapshot,
+    old: &CompiledSnapshot,
+) -> Option<(SnapshotData, Vec<Diagnostic>)> {
+    let mut data = (*new.data).clone();
+    let mut diags = Vec::new();
+    for p in data.prompts.iter_mut() {
+        let Some(np) = new.prompts.get(&p.name) else {
+            continue;
+        };
+        let Some(op) = old.prompts.get(&p.name) else {
+            continue;
+        };
+        let labels: Vec<String> = p.labels.keys().cloned().collect();
+        for label in labels {
+            let Some(nv) = np.resolve(&label) else {
+                continue;
+            };
+            let new_bad = np.broken.contains_key(&label)
+                || np.versions.get(&nv).is_some_and(|v| v.first_error().is_some());
+            if !new_bad {
+                continue;
+            }
+            let Some(ov) = op.resolve(&label) else {
+                continue;
+            };
+            let Some(ocv) = op.versions.get(&ov) else {
+                continue;
+            };
+            if op.broken.contains_key(&label) || ocv.first_error().is_some() || ov == nv {
+                continue;
+            }
+            if p.version(ov).is_none() {
+                p.versions.push(ocv.data.clone());
+            }
+            p.labels.insert(label.clone(), ov);
+            diags.push(Diagnostic {
+                prompt: p.name.clone(),
+                version: Some(nv),
+                label: Some(label.clone()),
+                error: Error::Snapshot(format!(
+                    "version {nv} cannot be served; label `{label}` keeps serving version {ov}"
+                )),
+            });
+        }
+    }
+    if diags.is_empty() {
+        None
+    } else {
+        Some((data, diags))
+    }
+}
+
+fn resolutions(s: &CompiledSnapshot) -> BTreeSet<(String, String, u32)> {
+    let mut out = BTreeSet::new();
+    for (name, p) in &s.prompts {
+        for (l, v) in &p.labels {
+            out.insert((name.clone(), l.clone(), *v));
+        }
+        out.insert((name.clone(), LATEST_LABEL.to_string(), p.latest));
+    }
+    out
+}
+
+fn diff_from_empty(new: &CompiledSnapshot) -> Vec<Change> {
+    resolutions(new)
+        .into_iter()
+        .map(|(prompt, label, v)| Change {
+            prompt,
+            label,
+            old: None,
+            new: Some(v),
+        })
+        .collect()
+}
+
+fn diff(old: &CompiledSnapshot, new: &CompiledSnapshot) -> Vec<Change> {
+    use std::collections::BTreeMap;
+    let index = |s: &CompiledSnapshot| -> BTreeMap<(String, String), u32> {
+        resolutions(s)
+            .into_iter()
+            .map(|(p, l, v)| ((p, l), v))
+            .collect()
+    };
+    let (o, n) = (index(old), index(new));
+    let mut out = Vec::new();
+    for (k, nv) in &n {
+        let ov = o.get(k).copied();
+        let content_changed = ov == Some(*nv) && {
+            let a = old.prompts.get(&k.0).and_then(|p| p.versions.get(nv));
+            let b = new.prompts.get(&k.0).and_then(|p| p.versions.get(nv));
+            match (a, b) {
+                (Some(a), Some(b)) => a.data != b.data,
+                _ => false,
+            }
+        };
+        if ov != Some(*nv) || content_changed {
+            out.push(Change {
+                prompt: k.0.clone(),
+                label: k.1.clone(),
+                old: ov,
+                new: Some(*nv),
+            });
+        }
+    }
+    for (k, ov) in &o {
+        if !n.contains_key(k) {
+            out.push(Change {
+                prompt: k.0.clone(),
+                label: k.1.clone(),
+                old: Some(*ov),
+                new: None,
+            });
+        }
+    }
+    out
+}
