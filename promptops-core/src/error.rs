@@ -156,6 +156,72 @@ impl Error {
         }
     }
 
+    /// The error's fields as a flat JSON object (`kind`, `message`, and
+    /// whichever of `prompt`, `version`, `part`, `line`, `column`,
+    /// `variable`, `field`, `file`, `label`, `cycle`, `limit`, `model`
+    /// apply). Bindings attach these to their exceptions, so every language
+    /// sees the same details.
+    pub fn details(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::{Value, json};
+        let mut m = serde_json::Map::new();
+        m.insert("kind".into(), json!(self.kind()));
+        m.insert("message".into(), json!(self.to_string()));
+        let mut put = |k: &str, v: Value| {
+            if !v.is_null() {
+                m.insert(k.into(), v);
+            }
+        };
+        let pos = |p: &Option<Position>| p.map(|p| (p.line, p.column));
+        match self {
+            Error::PromptNotFound { name, selector } => {
+                put("prompt", json!(name));
+                put("selector", json!(selector));
+            }
+            Error::Template { prompt, part, position, .. } => {
+                put("prompt", json!(prompt.name));
+                put("version", json!(prompt.version));
+                put("part", json!(part));
+                if let Some((l, c)) = pos(position) {
+                    put("line", json!(l));
+                    put("column", json!(c));
+                }
+            }
+            Error::Variable { prompt, variable, line } => {
+                put("prompt", json!(prompt.name));
+                put("version", json!(prompt.version));
+                put("variable", json!(variable));
+                put("line", json!(line));
+            }
+            Error::Validation { prompt, field, .. } => {
+                put("prompt", json!(prompt));
+                put("field", json!(field));
+            }
+            Error::IncludeCycle { label, cycle } => {
+                put("label", json!(label));
+                put("cycle", json!(cycle));
+            }
+            Error::Parse { file, position, .. } => {
+                put("file", json!(file.display().to_string()));
+                if let Some((l, c)) = pos(position) {
+                    put("line", json!(l));
+                    put("column", json!(c));
+                }
+            }
+            Error::UnknownModel(model) => put("model", json!(model)),
+            Error::OutputLimit { prompt, limit } => {
+                put("prompt", json!(prompt));
+                put("limit", json!(limit));
+            }
+            Error::FuelExhausted { prompt, limit } => {
+                put("prompt", json!(prompt));
+                put("limit", json!(limit));
+            }
+            Error::Io { path, .. } => put("file", json!(path.display().to_string())),
+            Error::Snapshot(_) | Error::Config(_) | Error::RegistryUnavailable(_) => {}
+        }
+        m
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
