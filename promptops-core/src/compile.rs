@@ -614,6 +614,14 @@ pub(crate) fn map_render_error(
     part: &str,
     limits: Limits,
 ) -> Error {
+    // Errors inside an include arrive wrapped ("could not render include");
+    // report the innermost one, where the problem is.
+    let mut e: &minijinja::Error = &e;
+    while let Some(inner) =
+        std::error::Error::source(e).and_then(|s| s.downcast_ref::<minijinja::Error>())
+    {
+        e = inner;
+    }
     // The template the error happened in may be an included one.
     let (pname, pversion, ppart) = match e.name().and_then(parse_template_name) {
         Some((n, v, p)) if n != prompt || v != version => (n, v, p),
@@ -649,7 +657,7 @@ pub(crate) fn map_render_error(
         _ => Error::Template {
             prompt: PromptRef::new(pname, Some(pversion)),
             part: ppart,
-            position: error_position(&e, source.as_deref()),
+            position: error_position(e, source.as_deref()),
             message: match e.detail() {
                 Some(d) => format!("{}: {d}", e.kind()),
                 None => e.kind().to_string(),

@@ -149,8 +149,19 @@ fn property(path: &str, paren: Option<&str>, val: &Value) -> Result<PropertySche
                     ..Default::default()
                 }
             }
-            Value::Object(_) => serde_json::from_value(val.clone())
+            // A full property schema ({type: …, …}), or Picoschema's nested
+            // object shorthand (a mapping of fields).
+            Value::Object(m) if is_property_schema(m) => serde_json::from_value(val.clone())
                 .map_err(|e| format!("`{path}`: invalid property schema: {e}"))?,
+            Value::Object(m) => {
+                let (props, required) = object_fields(m, path)?;
+                PropertySchema {
+                    ty: Some(TypeSet::One(JsonType::Object)),
+                    properties: Some(props),
+                    required,
+                    ..Default::default()
+                }
+            }
             Value::Null => PropertySchema::default(),
             other => return Err(format!("`{path}`: expected a type name, got {other}")),
         },
@@ -159,6 +170,13 @@ fn property(path: &str, paren: Option<&str>, val: &Value) -> Result<PropertySche
         prop.description = paren_desc;
     }
     Ok(prop)
+}
+
+fn is_property_schema(m: &serde_json::Map<String, Value>) -> bool {
+    m.get("type").is_some_and(|t| t.is_string() || t.is_array())
+        || m.contains_key("enum")
+        || m.contains_key("items")
+        || m.contains_key("properties")
 }
 
 #[cfg(test)]
