@@ -14,7 +14,7 @@
 //! let prompt = client.get("support/greet")?;
 //! let out = prompt.render(&context! { name => "Dana" })?;
 //! assert_eq!(out.text.as_deref(), Some("Hello Dana!"));
-//! assert_eq!(out.input_tokens().count, 4);
+//! assert_eq!(out.input_tokens().count, 3); // "Hello", " Dana", "!"
 //! # Ok::<(), promptops_core::Error>(())
 //! ```
 
