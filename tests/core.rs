@@ -36,8 +36,11 @@ fn render_text(client: &Client, name: &str, opts: &GetOptions, vars: Value) -> R
 
 fn client_with(prompts: Vec<PromptData>) -> Client {
     let c = Client::builder().project("p").build().unwrap();
-    c.apply(Update::Snapshot(SnapshotData::new("p", 1, prompts)), Source::Memory)
-        .unwrap();
+    c.apply(
+        Update::Snapshot(SnapshotData::new("p", 1, prompts)),
+        Source::Memory,
+    )
+    .unwrap();
     c
 }
 
@@ -57,7 +60,11 @@ fn native_text_and_chat_files() {
         "---\ntype: chat\nmodel: claude-haiku-4-5\n---\nsystem:\nYou are terse.\n\nuser:\n{{ q }}\nassistant:\nOK.\n",
     );
     let client = Client::builder().prompts_dir(dir.path()).build().unwrap();
-    assert!(client.diagnostics().is_empty(), "{:?}", client.diagnostics());
+    assert!(
+        client.diagnostics().is_empty(),
+        "{:?}",
+        client.diagnostics()
+    );
     let p = client.get("mail/welcome").unwrap();
     assert_eq!(p.version(), 4);
     assert_eq!(p.source(), Source::Disk);
@@ -92,7 +99,12 @@ fn native_text_and_chat_files() {
 fn malformed_files_name_file_and_line() {
     let p = Path::new("mod/x.prompt");
     // Bad YAML on file line 3.
-    let e = parse_prompt_file(p, "---\nmodel: gpt-4o\nconfig: {temperature: [\n---\nhi", "mod").unwrap_err();
+    let e = parse_prompt_file(
+        p,
+        "---\nmodel: gpt-4o\nconfig: {temperature: [\n---\nhi",
+        "mod",
+    )
+    .unwrap_err();
     match &e {
         Error::Parse { file, position, .. } => {
             assert_eq!(file, p);
@@ -109,10 +121,16 @@ fn malformed_files_name_file_and_line() {
     assert!(parse_prompt_file(p, "---\nmodel: x\n", "mod").is_err());
     // Chat body with text before the first role line: line of that text.
     let e = parse_prompt_file(p, "---\ntype: chat\n---\nhello\nuser:\nhi", "mod").unwrap_err();
-    assert!(matches!(e, Error::Parse { position: Some(pos), .. } if pos.line == 4), "{e}");
+    assert!(
+        matches!(e, Error::Parse { position: Some(pos), .. } if pos.line == 4),
+        "{e}"
+    );
     // Bad schema type.
     let e = parse_prompt_file(p, "---\nschema:\n  a: strng\n---\nx", "mod").unwrap_err();
-    assert!(matches!(&e, Error::Parse { position: Some(pos), .. } if pos.line == 2), "{e}");
+    assert!(
+        matches!(&e, Error::Parse { position: Some(pos), .. } if pos.line == 2),
+        "{e}"
+    );
     // `latest` cannot be listed as a label.
     assert!(parse_prompt_file(p, "---\nlabels: [latest]\n---\nx", "mod").is_err());
 }
@@ -150,7 +168,11 @@ Answer in a {{style}} style.
     );
     write(dir.path(), "rag/_footer.prompt", "Be accurate.");
     let client = Client::builder().prompts_dir(dir.path()).build().unwrap();
-    assert!(client.diagnostics().is_empty(), "{:?}", client.diagnostics());
+    assert!(
+        client.diagnostics().is_empty(),
+        "{:?}",
+        client.diagnostics()
+    );
     let p = client.get("rag/answer").unwrap();
     assert_eq!(p.config().provider.as_deref(), Some("google"));
     assert_eq!(p.config().model.as_deref(), Some("gemini-2.5-flash"));
@@ -161,22 +183,41 @@ Answer in a {{style}} style.
         .unwrap();
     let m = r.messages.unwrap();
     assert_eq!(m[0].role, "system");
-    assert!(m[0].content.contains("Answer in a short style."), "{}", m[0].content);
+    assert!(
+        m[0].content.contains("Answer in a short style."),
+        "{}",
+        m[0].content
+    );
     assert!(m[0].content.contains("[a] A. (0)"));
     assert!(m[0].content.contains("[b] B. (1)"));
     assert!(m[0].content.contains("Be accurate."));
     assert_eq!(m[1].content, "Q?");
     // Schema from Picoschema: docs required, items typed.
     let e = p.render(&context! { question => "Q?" }).unwrap_err();
-    assert!(matches!(&e, Error::Validation { field, .. } if field == "docs"), "{e}");
+    assert!(
+        matches!(&e, Error::Validation { field, .. } if field == "docs"),
+        "{e}"
+    );
 
     // Unsupported features name the file and line.
     let path = Path::new("m/x.prompt");
     let e = parse_prompt_file(path, "---\nmodel: a/b\ntools: [search]\n---\nhi", "m").unwrap_err();
-    assert!(matches!(&e, Error::Parse { position: Some(p), .. } if p.line == 3), "{e}");
-    let e = parse_prompt_file(path, "---\ninput: {}\n---\nline one\n{{media url=photo}}\n", "m").unwrap_err();
-    assert!(matches!(&e, Error::Parse { position: Some(p), .. } if p.line == 5), "{e}");
-    let e = parse_prompt_file(path, "---\ninput: {}\n---\n{{#if (eq a b)}}x{{/if}}", "m").unwrap_err();
+    assert!(
+        matches!(&e, Error::Parse { position: Some(p), .. } if p.line == 3),
+        "{e}"
+    );
+    let e = parse_prompt_file(
+        path,
+        "---\ninput: {}\n---\nline one\n{{media url=photo}}\n",
+        "m",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, Error::Parse { position: Some(p), .. } if p.line == 5),
+        "{e}"
+    );
+    let e =
+        parse_prompt_file(path, "---\ninput: {}\n---\n{{#if (eq a b)}}x{{/if}}", "m").unwrap_err();
     assert!(e.to_string().contains("not supported"), "{e}");
 }
 
@@ -220,24 +261,49 @@ user:
 "#,
     );
     let client = Client::builder().prompts_dir(dir.path()).build().unwrap();
-    assert!(client.diagnostics().is_empty(), "{:?}", client.diagnostics());
+    assert!(
+        client.diagnostics().is_empty(),
+        "{:?}",
+        client.diagnostics()
+    );
     let p = client.get("shop/basic").unwrap();
     assert_eq!(p.config().provider.as_deref(), Some("azure_openai"));
     assert_eq!(p.config().model.as_deref(), Some("gpt-4o-mini"));
     assert_eq!(p.config().max_tokens, Some(3000));
     assert_eq!(p.data().author.as_deref(), Some("Seth Juarez"));
-    let r = p.render(&context! { question => "Capital of Peru?" }).unwrap();
+    let r = p
+        .render(&context! { question => "Capital of Peru?" })
+        .unwrap();
     let m = r.messages.unwrap();
-    assert_eq!(m[0].content.lines().last(), Some("Address the customer as Jane."));
+    assert_eq!(
+        m[0].content.lines().last(),
+        Some("Address the customer as Jane.")
+    );
     assert_eq!(m[1].content, "Capital of Peru?");
     let e = p.render(&context! {}).unwrap_err();
     assert!(matches!(&e, Error::Validation { field, .. } if field == "question"));
 
     let path = Path::new("m/x.prompty");
-    let e = parse_prompt_file(path, "---\nname: x\ntemplate: mustache\n---\nuser:\nhi", "m").unwrap_err();
-    assert!(matches!(&e, Error::Parse { position: Some(p), .. } if p.line == 3), "{e}");
-    let e = parse_prompt_file(path, "---\ninputs:\n  pic:\n    type: file\n---\nuser:\nhi", "m").unwrap_err();
-    assert!(matches!(&e, Error::Parse { position: Some(p), .. } if p.line == 2), "{e}");
+    let e = parse_prompt_file(
+        path,
+        "---\nname: x\ntemplate: mustache\n---\nuser:\nhi",
+        "m",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, Error::Parse { position: Some(p), .. } if p.line == 3),
+        "{e}"
+    );
+    let e = parse_prompt_file(
+        path,
+        "---\ninputs:\n  pic:\n    type: file\n---\nuser:\nhi",
+        "m",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, Error::Parse { position: Some(p), .. } if p.line == 2),
+        "{e}"
+    );
 }
 
 #[test]
@@ -245,23 +311,42 @@ fn directory_problems_are_reported_and_the_rest_loads() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a/good.prompt", "fine {{ x }}");
     write(dir.path(), "a/bad_yaml.prompt", "---\nmodel: [\n---\nx");
-    write(dir.path(), "a/bad_template.prompt", "line one\n{% for x in %}\n");
+    write(
+        dir.path(),
+        "a/bad_template.prompt",
+        "line one\n{% for x in %}\n",
+    );
     write(dir.path(), "toplevel.prompt", "no module");
     write(dir.path(), "b/dup.prompt", "one");
     write(dir.path(), "b/dup.prompty", "---\nname: d\n---\nuser:\ntwo");
     write(dir.path(), ".hidden/x.prompt", "ignored");
     write(dir.path(), "a/notes.txt", "ignored");
     let report = load_dir(dir.path(), "proj").unwrap();
-    let names: Vec<&str> = report.snapshot.prompts.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<&str> = report
+        .snapshot
+        .prompts
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
     assert_eq!(names, vec!["a/bad_template", "a/good", "b/dup"]);
-    let diag_prompts: Vec<&str> = report.diagnostics.iter().map(|d| d.prompt.as_str()).collect();
+    let diag_prompts: Vec<&str> = report
+        .diagnostics
+        .iter()
+        .map(|d| d.prompt.as_str())
+        .collect();
     assert!(diag_prompts.contains(&"a/bad_yaml"));
     assert!(diag_prompts.contains(&"toplevel"));
     assert!(diag_prompts.contains(&"b/dup"));
 
     let client = Client::builder().prompts_dir(dir.path()).build().unwrap();
     assert_eq!(
-        render_text(&client, "a/good", &GetOptions::default(), context! { x => 1 }).unwrap(),
+        render_text(
+            &client,
+            "a/good",
+            &GetOptions::default(),
+            context! { x => 1 }
+        )
+        .unwrap(),
         "fine 1"
     );
     // The broken template is reported with prompt, version, line, column.
@@ -271,7 +356,9 @@ fn directory_problems_are_reported_and_the_rest_loads() {
         .find(|d| d.prompt == "a/bad_template")
         .expect("diagnostic");
     match &d.error {
-        Error::Template { prompt, position, .. } => {
+        Error::Template {
+            prompt, position, ..
+        } => {
             assert_eq!(prompt.version, Some(1));
             let pos = position.unwrap();
             assert_eq!(pos.line, 2);
@@ -283,9 +370,20 @@ fn directory_problems_are_reported_and_the_rest_loads() {
     let e = client.get("a/bad_template").unwrap_err();
     assert_eq!(e.kind(), "TEMPLATE_ERROR");
     // Strict mode refuses to start with problems.
-    assert!(Client::builder().prompts_dir(dir.path()).strict(true).build().is_err());
+    assert!(
+        Client::builder()
+            .prompts_dir(dir.path())
+            .strict(true)
+            .build()
+            .is_err()
+    );
     // A missing directory is an error.
-    assert!(Client::builder().prompts_dir(dir.path().join("nope")).build().is_err());
+    assert!(
+        Client::builder()
+            .prompts_dir(dir.path().join("nope"))
+            .build()
+            .is_err()
+    );
 }
 
 // ---------------------------------------------------------------- snapshots
@@ -297,7 +395,11 @@ fn bundle_roundtrip_and_tampering() {
         "shop",
         7,
         vec![
-            text_prompt("a/x", &[(1, "one {{ v }}"), (2, "two {{ v }}")], &[("production", 1)]),
+            text_prompt(
+                "a/x",
+                &[(1, "one {{ v }}"), (2, "two {{ v }}")],
+                &[("production", 1)],
+            ),
             text_prompt("a/y", &[(3, "y")], &[("production", 3), ("staging", 3)]),
         ],
     );
@@ -311,20 +413,30 @@ fn bundle_roundtrip_and_tampering() {
     let client = Client::builder().bundle(&path).build().unwrap();
     assert_eq!(client.project(), Some("shop"));
     let p = client.get("a/x").unwrap();
-    assert_eq!((p.version(), p.source(), p.revision()), (1, Source::Bundle, 7));
+    assert_eq!(
+        (p.version(), p.source(), p.revision()),
+        (1, Source::Bundle, 7)
+    );
     assert_eq!(p.snapshot_hash(), Some(snap.hash.as_str()));
-    let latest = client.get_with("a/x", &GetOptions::label("latest")).unwrap();
+    let latest = client
+        .get_with("a/x", &GetOptions::label("latest"))
+        .unwrap();
     assert_eq!(latest.version(), 2);
 
     // Edited content: hash mismatch.
-    let text = std::fs::read_to_string(&path).unwrap().replace("one {{ v }}", "evil");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("one {{ v }}", "evil");
     std::fs::write(&path, text).unwrap();
     let e = SnapshotData::read_bundle(&path).unwrap_err();
     assert!(e.to_string().contains("hash mismatch"), "{e}");
     // Truncated file.
     let full = snap.to_json();
     std::fs::write(&path, &full[..full.len() / 2]).unwrap();
-    assert_eq!(SnapshotData::read_bundle(&path).unwrap_err().kind(), "SNAPSHOT_ERROR");
+    assert_eq!(
+        SnapshotData::read_bundle(&path).unwrap_err().kind(),
+        "SNAPSHOT_ERROR"
+    );
     // Label pointing at a version the snapshot does not carry.
     let mut bad = snap.clone();
     bad.prompts[0].labels.insert("production".into(), 9);
@@ -339,11 +451,23 @@ fn bundle_roundtrip_and_tampering() {
 }
 
 #[test]
-fn hash_ignores_key_order_and_revision() {
-    let a = SnapshotData::new("p", 1, vec![text_prompt("m/a", &[(1, "x")], &[("production", 1)])]);
-    let b = SnapshotData::new("p", 99, vec![text_prompt("m/a", &[(1, "x")], &[("production", 1)])]);
+fn hash_ignores_revision_but_not_content() {
+    let a = SnapshotData::new(
+        "p",
+        1,
+        vec![text_prompt("m/a", &[(1, "x")], &[("production", 1)])],
+    );
+    let b = SnapshotData::new(
+        "p",
+        99,
+        vec![text_prompt("m/a", &[(1, "x")], &[("production", 1)])],
+    );
     assert_eq!(a.hash, b.hash);
-    let c = SnapshotData::new("p", 1, vec![text_prompt("m/a", &[(1, "y")], &[("production", 1)])]);
+    let c = SnapshotData::new(
+        "p",
+        1,
+        vec![text_prompt("m/a", &[(1, "y")], &[("production", 1)])],
+    );
     assert_ne!(a.hash, c.hash);
 }
 
@@ -357,14 +481,37 @@ fn newer_wins_deltas_and_change_events() {
     client.on_change(move |c| sink.lock().unwrap().extend_from_slice(c));
     assert_eq!(client.get("m/a").unwrap_err().kind(), "PROMPT_NOT_FOUND");
 
-    let s5 = SnapshotData::new("p", 5, vec![text_prompt("m/a", &[(1, "v1")], &[("production", 1)])]);
-    assert!(client.apply(Update::Snapshot(s5.clone()), Source::Memory).unwrap().applied);
+    let s5 = SnapshotData::new(
+        "p",
+        5,
+        vec![text_prompt("m/a", &[(1, "v1")], &[("production", 1)])],
+    );
+    assert!(
+        client
+            .apply(Update::Snapshot(s5.clone()), Source::Memory)
+            .unwrap()
+            .applied
+    );
     // Older data is ignored.
-    let s3 = SnapshotData::new("p", 3, vec![text_prompt("m/a", &[(9, "old")], &[("production", 9)])]);
-    assert!(!client.apply(Update::Snapshot(s3), Source::Disk).unwrap().applied);
+    let s3 = SnapshotData::new(
+        "p",
+        3,
+        vec![text_prompt("m/a", &[(9, "old")], &[("production", 9)])],
+    );
+    assert!(
+        !client
+            .apply(Update::Snapshot(s3), Source::Disk)
+            .unwrap()
+            .applied
+    );
     assert_eq!(client.get("m/a").unwrap().version(), 1);
     // Same revision and content: no-op.
-    assert!(!client.apply(Update::Snapshot(s5), Source::Memory).unwrap().applied);
+    assert!(
+        !client
+            .apply(Update::Snapshot(s5), Source::Memory)
+            .unwrap()
+            .applied
+    );
 
     // A delta: new version 2, production moves to it; new prompt m/b.
     let delta = Delta {
@@ -377,12 +524,19 @@ fn newer_wins_deltas_and_change_events() {
         ],
         removed: vec![],
     };
-    let out = client.apply(Update::Delta(delta.clone()), Source::Memory).unwrap();
+    let out = client
+        .apply(Update::Delta(delta.clone()), Source::Memory)
+        .unwrap();
     assert!(out.applied);
     assert_eq!(out.revision, 6);
     assert_eq!(client.get("m/a").unwrap().version(), 2);
     // A replayed (old) delta is ignored; a gap is an error.
-    assert!(!client.apply(Update::Delta(delta), Source::Memory).unwrap().applied);
+    assert!(
+        !client
+            .apply(Update::Delta(delta), Source::Memory)
+            .unwrap()
+            .applied
+    );
     let gap = Delta {
         project: "p".into(),
         base_revision: 8,
@@ -391,7 +545,10 @@ fn newer_wins_deltas_and_change_events() {
         removed: vec!["m/b".into()],
     };
     assert_eq!(
-        client.apply(Update::Delta(gap), Source::Memory).unwrap_err().kind(),
+        client
+            .apply(Update::Delta(gap), Source::Memory)
+            .unwrap_err()
+            .kind(),
         "SNAPSHOT_ERROR"
     );
     // Removal.
@@ -406,7 +563,11 @@ fn newer_wins_deltas_and_change_events() {
     assert_eq!(client.get("m/b").unwrap_err().kind(), "PROMPT_NOT_FOUND");
     // Wrong project.
     let other = SnapshotData::new("q", 50, vec![]);
-    assert!(client.apply(Update::Snapshot(other), Source::Memory).is_err());
+    assert!(
+        client
+            .apply(Update::Snapshot(other), Source::Memory)
+            .is_err()
+    );
 
     let c = changes.lock().unwrap();
     let prod_a: Vec<(Option<u32>, Option<u32>)> = c
@@ -428,46 +589,81 @@ fn rollback_serves_old_version_including_includes() {
             vec![
                 text_prompt(
                     "v/outer",
-                    &[(1, "outer1 {% include \"v/inner\" %}"), (2, "outer2 {% include \"v/inner\" %}")],
+                    &[
+                        (1, "outer1 {% include \"v/inner\" %}"),
+                        (2, "outer2 {% include \"v/inner\" %}"),
+                    ],
                     &[("production", outer_v)],
                 ),
-                text_prompt("v/inner", &[(1, "inner1"), (2, "inner2")], &[("production", inner_v)]),
+                text_prompt(
+                    "v/inner",
+                    &[(1, "inner1"), (2, "inner2")],
+                    &[("production", inner_v)],
+                ),
             ],
         )
     };
     let client = Client::builder().project("p").build().unwrap();
-    client.apply(Update::Snapshot(snap(1, 2, 2)), Source::Memory).unwrap();
+    client
+        .apply(Update::Snapshot(snap(1, 2, 2)), Source::Memory)
+        .unwrap();
     let get = || render_text(&client, "v/outer", &GetOptions::default(), context! {}).unwrap();
     assert_eq!(get(), "outer2 inner2");
-    client.apply(Update::Snapshot(snap(2, 1, 1)), Source::Memory).unwrap();
+    client
+        .apply(Update::Snapshot(snap(2, 1, 1)), Source::Memory)
+        .unwrap();
     assert_eq!(get(), "outer1 inner1");
     // A prompt fetched before the swap keeps rendering its own snapshot.
     let held = client.get("v/outer").unwrap();
-    client.apply(Update::Snapshot(snap(3, 2, 2)), Source::Memory).unwrap();
-    assert_eq!(held.render(&context! {}).unwrap().text.unwrap(), "outer1 inner1");
+    client
+        .apply(Update::Snapshot(snap(3, 2, 2)), Source::Memory)
+        .unwrap();
+    assert_eq!(
+        held.render(&context! {}).unwrap().text.unwrap(),
+        "outer1 inner1"
+    );
     assert_eq!(get(), "outer2 inner2");
 }
 
 #[test]
 fn broken_new_version_keeps_serving_the_last_good_one() {
     let client = Client::builder().project("p").build().unwrap();
-    let good = SnapshotData::new("p", 1, vec![text_prompt("m/a", &[(1, "good {{ x }}")], &[("production", 1)])]);
-    client.apply(Update::Snapshot(good), Source::Memory).unwrap();
+    let good = SnapshotData::new(
+        "p",
+        1,
+        vec![text_prompt(
+            "m/a",
+            &[(1, "good {{ x }}")],
+            &[("production", 1)],
+        )],
+    );
+    client
+        .apply(Update::Snapshot(good), Source::Memory)
+        .unwrap();
     let bad = SnapshotData::new(
         "p",
         2,
         vec![
-            text_prompt("m/a", &[(1, "good {{ x }}"), (2, "bad {% if %}")], &[("production", 2)]),
+            text_prompt(
+                "m/a",
+                &[(1, "good {{ x }}"), (2, "bad {% if %}")],
+                &[("production", 2)],
+            ),
             text_prompt("m/new", &[(1, "new")], &[("production", 1)]),
         ],
     );
-    let out = client.apply(Update::Snapshot(bad.clone()), Source::Memory).unwrap();
+    let out = client
+        .apply(Update::Snapshot(bad.clone()), Source::Memory)
+        .unwrap();
     assert!(out.applied);
     assert!(out.diagnostics.iter().any(|d| d.prompt == "m/a"));
     // Still version 1, and the rest of the new snapshot is in.
     let p = client.get("m/a").unwrap();
     assert_eq!(p.version(), 1);
-    assert_eq!(p.render(&context! { x => 1 }).unwrap().text.unwrap(), "good 1");
+    assert_eq!(
+        p.render(&context! { x => 1 }).unwrap().text.unwrap(),
+        "good 1"
+    );
     assert_eq!(client.get("m/new").unwrap().version(), 1);
     // The store remembers the registry's hash, not the patched one.
     assert_eq!(client.snapshot().unwrap().data().hash, bad.hash);
@@ -480,13 +676,33 @@ fn broken_new_version_keeps_serving_the_last_good_one() {
 #[test]
 fn include_cycles_and_missing_includes() {
     let client = client_with(vec![
-        text_prompt("c/a", &[(1, "a{% include \"c/b\" %}")], &[("production", 1)]),
+        text_prompt(
+            "c/a",
+            &[(1, "a{% include \"c/b\" %}")],
+            &[("production", 1)],
+        ),
         text_prompt("c/b", &[(1, "b{% include 'c/a' %}")], &[("production", 1)]),
-        text_prompt("c/self", &[(1, "{%- include \"c/self\" %}")], &[("production", 1)]),
-        text_prompt("c/user", &[(1, "u{% include \"c/a\" %}")], &[("production", 1)]),
-        text_prompt("c/missing", &[(1, "x\n  {% include \"c/nowhere\" %}")], &[("production", 1)]),
+        text_prompt(
+            "c/self",
+            &[(1, "{%- include \"c/self\" %}")],
+            &[("production", 1)],
+        ),
+        text_prompt(
+            "c/user",
+            &[(1, "u{% include \"c/a\" %}")],
+            &[("production", 1)],
+        ),
+        text_prompt(
+            "c/missing",
+            &[(1, "x\n  {% include \"c/nowhere\" %}")],
+            &[("production", 1)],
+        ),
         text_prompt("c/staging_only", &[(1, "s")], &[("staging", 1)]),
-        text_prompt("c/needs_prod", &[(1, "{% include \"c/staging_only\" %}")], &[("production", 1)]),
+        text_prompt(
+            "c/needs_prod",
+            &[(1, "{% include \"c/staging_only\" %}")],
+            &[("production", 1)],
+        ),
         text_prompt("c/ok", &[(1, "fine")], &[("production", 1)]),
     ]);
     let kind = |n: &str| client.get(n).unwrap_err().kind();
@@ -495,7 +711,9 @@ fn include_cycles_and_missing_includes() {
     assert_eq!(kind("c/self"), "INCLUDE_CYCLE");
     assert_eq!(kind("c/user"), "TEMPLATE_ERROR");
     match client.get("c/missing").unwrap_err() {
-        Error::Template { position, message, .. } => {
+        Error::Template {
+            position, message, ..
+        } => {
             assert_eq!(position, Some(Position { line: 2, column: 3 }));
             assert!(message.contains("c/nowhere"), "{message}");
         }
@@ -526,10 +744,16 @@ fn readers_never_wait_and_never_fail_during_swaps() {
         SnapshotData::new(
             "p",
             rev,
-            vec![text_prompt("m/a", &[(rev as u32, "v{{ n }}")], &[("production", rev as u32)])],
+            vec![text_prompt(
+                "m/a",
+                &[(rev as u32, "v{{ n }}")],
+                &[("production", rev as u32)],
+            )],
         )
     };
-    client.apply(Update::Snapshot(snap(1)), Source::Memory).unwrap();
+    client
+        .apply(Update::Snapshot(snap(1)), Source::Memory)
+        .unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reads = Arc::new(AtomicUsize::new(0));
     let mut readers = Vec::new();
@@ -548,7 +772,9 @@ fn readers_never_wait_and_never_fail_during_swaps() {
         }));
     }
     for rev in 2..=200 {
-        client.apply(Update::Snapshot(snap(rev)), Source::Memory).unwrap();
+        client
+            .apply(Update::Snapshot(snap(rev)), Source::Memory)
+            .unwrap();
     }
     stop.store(true, Ordering::Relaxed);
     for r in readers {
@@ -587,11 +813,25 @@ fn schema_validation_paths_and_additional_properties() {
         e => panic!("{e}"),
     };
     assert_eq!(field(json!({"user": {}, "items": []})), "user.name");
-    assert_eq!(field(json!({"user": {"name": "a"}, "items": [1, "two"]})), "items[1]");
-    assert_eq!(field(json!({"user": {"name": "a"}, "items": [1, 2, 3, 4]})), "items");
-    assert_eq!(field(json!({"user": {"name": "a"}, "items": [], "extra": 1})), "extra");
-    assert_eq!(field(json!({"user": {"name": 5}, "items": []})), "user.name");
-    let ok = p.render(&to_value(&json!({"user": {"name": "a"}, "items": [1, 2]}))).unwrap();
+    assert_eq!(
+        field(json!({"user": {"name": "a"}, "items": [1, "two"]})),
+        "items[1]"
+    );
+    assert_eq!(
+        field(json!({"user": {"name": "a"}, "items": [1, 2, 3, 4]})),
+        "items"
+    );
+    assert_eq!(
+        field(json!({"user": {"name": "a"}, "items": [], "extra": 1})),
+        "extra"
+    );
+    assert_eq!(
+        field(json!({"user": {"name": 5}, "items": []})),
+        "user.name"
+    );
+    let ok = p
+        .render(&to_value(&json!({"user": {"name": "a"}, "items": [1, 2]})))
+        .unwrap();
     assert_eq!(ok.text.unwrap(), "a 2");
     // Not a mapping at all.
     assert_eq!(field(json!([1, 2])), "$");
@@ -600,24 +840,50 @@ fn schema_validation_paths_and_additional_properties() {
 #[test]
 fn missing_variables_name_the_variable_and_line() {
     let client = client_with(vec![
-        text_prompt("m/a", &[(1, "line one\nline two {{ who }}\n")], &[("production", 1)]),
-        text_prompt("m/loop", &[(1, "{% for c in chunks %}\n{{ c.title }}\n{% endfor %}")], &[("production", 1)]),
-        text_prompt("m/inc", &[(1, "x {% include \"m/a\" %}")], &[("production", 1)]),
+        text_prompt(
+            "m/a",
+            &[(1, "line one\nline two {{ who }}\n")],
+            &[("production", 1)],
+        ),
+        text_prompt(
+            "m/loop",
+            &[(1, "{% for c in chunks %}\n{{ c.title }}\n{% endfor %}")],
+            &[("production", 1)],
+        ),
+        text_prompt(
+            "m/inc",
+            &[(1, "x {% include \"m/a\" %}")],
+            &[("production", 1)],
+        ),
     ]);
     let var = |name: &str, vars: Value| match client.get(name).unwrap().render(&vars).unwrap_err() {
-        Error::Variable { variable, line, prompt } => (variable, line, prompt.name),
+        Error::Variable {
+            variable,
+            line,
+            prompt,
+        } => (variable, line, prompt.name),
         e => panic!("{e}"),
     };
-    assert_eq!(var("m/a", context! {}), ("who".into(), Some(2), "m/a".into()));
+    assert_eq!(
+        var("m/a", context! {}),
+        ("who".into(), Some(2), "m/a".into())
+    );
     assert_eq!(
         var("m/loop", to_value(&json!({"chunks": [{"id": 1}]}))),
         ("c.title".into(), Some(2), "m/loop".into())
     );
     // Inside an include: names the included prompt.
-    assert_eq!(var("m/inc", context! {}), ("who".into(), Some(2), "m/a".into()));
+    assert_eq!(
+        var("m/inc", context! {}),
+        ("who".into(), Some(2), "m/a".into())
+    );
     // Never silently empty: an explicit none renders as "none", not "".
-    let r = client.get("m/a").unwrap().render(&context! { who => "me" }).unwrap();
-    assert_eq!(r.text.unwrap(), "line one\nline two me");
+    let r = client
+        .get("m/a")
+        .unwrap()
+        .render(&context! { who => "me" })
+        .unwrap();
+    assert_eq!(r.text.unwrap(), "line one\nline two me\n");
 }
 
 #[test]
@@ -644,16 +910,36 @@ fn limits_are_configurable_and_clear() {
         )
         .unwrap();
     let p = client.get("m/long").unwrap();
-    assert_eq!(p.render(&context! { s => "0123456789abcdef" }).unwrap().text.unwrap().len(), 16);
-    let e = p.render(&context! { s => "0123456789abcdefg" }).unwrap_err();
+    assert_eq!(
+        p.render(&context! { s => "0123456789abcdef" })
+            .unwrap()
+            .text
+            .unwrap()
+            .len(),
+        16
+    );
+    let e = p
+        .render(&context! { s => "0123456789abcdefg" })
+        .unwrap_err();
     assert!(matches!(e, Error::OutputLimit { limit: 16, .. }), "{e}");
-    let e = client.get("m/spin").unwrap().render(&context! {}).unwrap_err();
-    assert!(matches!(e, Error::FuelExhausted { limit: 5_000, .. }), "{e}");
+    let e = client
+        .get("m/spin")
+        .unwrap()
+        .render(&context! {})
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::FuelExhausted { limit: 5_000, .. }),
+        "{e}"
+    );
 }
 
 #[test]
 fn fallbacks() {
-    let client = client_with(vec![text_prompt("m/broken", &[(1, "{% if %}")], &[("production", 1)])]);
+    let client = client_with(vec![text_prompt(
+        "m/broken",
+        &[(1, "{% if %}")],
+        &[("production", 1)],
+    )]);
     // Chat fallback for a missing prompt.
     let p = client
         .get_with(
@@ -664,7 +950,10 @@ fn fallbacks() {
             ])),
         )
         .unwrap();
-    assert_eq!((p.source(), p.version(), p.label()), (Source::Fallback, 0, Some("production")));
+    assert_eq!(
+        (p.source(), p.version(), p.label()),
+        (Source::Fallback, 0, Some("production"))
+    );
     let r = p.render(&context! { q => "hi" }).unwrap();
     assert_eq!(r.messages.unwrap()[1].content, "hi");
     // A prompt that cannot be served falls back too, and says so.
@@ -674,7 +963,10 @@ fn fallbacks() {
     assert_eq!(p.source(), Source::Fallback);
     // A broken fallback is itself an error, not a panic.
     let e = client
-        .get_with("m/missing", &GetOptions::default().with_fallback("{% for %}"))
+        .get_with(
+            "m/missing",
+            &GetOptions::default().with_fallback("{% for %}"),
+        )
         .unwrap_err();
     assert_eq!(e.kind(), "TEMPLATE_ERROR");
     // No data at all: a clear not-found, or the fallback.
@@ -696,7 +988,13 @@ fn fallbacks() {
 
 #[test]
 fn rendered_tokens_and_cost() {
-    let mut chat = PromptVersion::chat(1, [("system", "You are a helpful assistant."), ("user", "{{ q }}")]);
+    let mut chat = PromptVersion::chat(
+        1,
+        [
+            ("system", "You are a helpful assistant."),
+            ("user", "{{ q }}"),
+        ],
+    );
     chat.config.model = Some("gpt-4o".into());
     let mut unpriced = PromptVersion::text(1, "hello world");
     unpriced.config.model = Some("my-local-llm".into());
@@ -719,7 +1017,11 @@ fn rendered_tokens_and_cost() {
     assert_eq!(t.encoding, Encoding::O200kBase);
     let cost = r.estimated_cost_usd().unwrap();
     assert!((cost - t.count as f64 * 2.5 / 1e6).abs() < 1e-12);
-    let r = client.get("t/unpriced").unwrap().render(&context! {}).unwrap();
+    let r = client
+        .get("t/unpriced")
+        .unwrap()
+        .render(&context! {})
+        .unwrap();
     assert_eq!(r.input_tokens().count, 2);
     assert!(!r.input_tokens().exact);
     assert_eq!(r.estimated_cost_usd(), None);
@@ -737,7 +1039,10 @@ fn rendered_tokens_and_cost() {
         })
         .build()
         .unwrap();
-    assert_eq!(client.pricing().estimate_cost("my-local-llm", 1_000_000, 0), Some(1.0));
+    assert_eq!(
+        client.pricing().estimate_cost("my-local-llm", 1_000_000, 0),
+        Some(1.0)
+    );
     let bad = Client::builder()
         .price(ModelPrice {
             provider: "x".into(),
@@ -757,7 +1062,10 @@ fn large_snapshot_loads() {
         .map(|i| {
             text_prompt(
                 &format!("m{}/p{i}", i % 10),
-                &[(1, "Hello {{ name }}, order {{ id }}. {% if vip %}VIP{% endif %}")],
+                &[(
+                    1,
+                    "Hello {{ name }}, order {{ id }}. {% if vip %}VIP{% endif %}",
+                )],
                 &[("production", 1)],
             )
         })
@@ -765,7 +1073,10 @@ fn large_snapshot_loads() {
     let client = client_with(prompts);
     let p = client.get("m7/p997").unwrap();
     assert_eq!(
-        p.render(&context! { name => "A", id => 1, vip => true }).unwrap().text.unwrap(),
+        p.render(&context! { name => "A", id => 1, vip => true })
+            .unwrap()
+            .text
+            .unwrap(),
         "Hello A, order 1. VIP"
     );
 }
@@ -773,7 +1084,11 @@ fn large_snapshot_loads() {
 #[test]
 fn example_prompts_load_cleanly() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/prompts");
-    let client = Client::builder().prompts_dir(&dir).strict(true).build().unwrap();
+    let client = Client::builder()
+        .prompts_dir(&dir)
+        .strict(true)
+        .build()
+        .unwrap();
     let p = client.get("support/reply").unwrap();
     assert_eq!(p.variants().collect::<Vec<_>>(), vec!["claude"]);
     let r = p

@@ -10,7 +10,9 @@ fn get(client: &Client, case: &Value) -> promptops_core::Result<Prompt> {
     let opts = GetOptions {
         label: g["label"].as_str().map(String::from),
         version: g["version"].as_u64().map(|v| v as u32),
-        fallback: g["fallback"].as_str().map(|f| Fallback::Text(f.to_string())),
+        fallback: g["fallback"]
+            .as_str()
+            .map(|f| Fallback::Text(f.to_string())),
     };
     let mut p = client.get_with(case["prompt"].as_str().unwrap(), &opts)?;
     if let Some(v) = g["variant"].as_str() {
@@ -70,17 +72,42 @@ fn token_vectors() {
     let o2 = tiktoken_rs::o200k_base().unwrap();
     for t in doc["texts"].as_array().unwrap() {
         let text = t["text"].as_str().unwrap();
-        let (c, o) = (t["cl100k_base"].as_u64().unwrap() as usize, t["o200k_base"].as_u64().unwrap() as usize);
-        assert_eq!(tokens::Encoding::Cl100kBase.count(text), c, "cl100k {text:.40}");
-        assert_eq!(tokens::Encoding::O200kBase.count(text), o, "o200k {text:.40}");
+        let (c, o) = (
+            t["cl100k_base"].as_u64().unwrap() as usize,
+            t["o200k_base"].as_u64().unwrap() as usize,
+        );
+        assert_eq!(
+            tokens::Encoding::Cl100kBase.count(text),
+            c,
+            "cl100k {text:.40}"
+        );
+        assert_eq!(
+            tokens::Encoding::O200kBase.count(text),
+            o,
+            "o200k {text:.40}"
+        );
         // The counter we ship agrees with tiktoken-rs, an independent port.
-        assert_eq!(cl.encode_ordinary(text).len(), c, "tiktoken-rs cl100k {text:.40}");
-        assert_eq!(o2.encode_ordinary(text).len(), o, "tiktoken-rs o200k {text:.40}");
+        assert_eq!(
+            cl.encode_ordinary(text).len(),
+            c,
+            "tiktoken-rs cl100k {text:.40}"
+        );
+        assert_eq!(
+            o2.encode_ordinary(text).len(),
+            o,
+            "tiktoken-rs o200k {text:.40}"
+        );
     }
     for c in doc["chat"].as_array().unwrap() {
-        let msgs: Vec<promptops_core::Message> = serde_json::from_value(c["messages"].clone()).unwrap();
+        let msgs: Vec<promptops_core::Message> =
+            serde_json::from_value(c["messages"].clone()).unwrap();
         let n = tokens::count_messages(&msgs, c["model"].as_str().unwrap());
-        assert_eq!(n.count as u64, c["count"].as_u64().unwrap(), "chat {}", c["model"]);
+        assert_eq!(
+            n.count as u64,
+            c["count"].as_u64().unwrap(),
+            "chat {}",
+            c["model"]
+        );
         assert_eq!(json!(n.exact), c["exact"]);
         assert_eq!(json!(n.encoding.name()), c["encoding"]);
     }

@@ -10,7 +10,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args()
         .nth(1)
         .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/prompts").to_string());
-    let client = Client::builder().project("demo").prompts_dir(&dir).build()?;
+    let client = Client::builder()
+        .project("demo")
+        .prompts_dir(&dir)
+        .build()?;
     for d in client.diagnostics() {
         eprintln!("warning: {d}");
     }
@@ -64,7 +67,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         question => "How long do tokens last?",
         chunks => promptops_core::to_value(&chunks),
     })?;
-    println!("== {} v{}\n{}", rag.name(), rag.version(), out.text.as_deref().unwrap_or(""));
+    println!(
+        "== {} v{}\n{}",
+        rag.name(),
+        rag.version(),
+        out.text.as_deref().unwrap_or("")
+    );
 
     // A prompt that is in no source: the inline fallback serves, and says so.
     let missing = client.get_with(

@@ -289,14 +289,18 @@ impl Client {
         let (version, label_out, label_id) = match opts.version {
             Some(v) => {
                 // Includes of a pinned version resolve through the default label.
-                let id = snap.label_id(&self.inner.default_label).unwrap_or(DEFAULT_LABEL_ID);
+                let id = snap
+                    .label_id(&self.inner.default_label)
+                    .unwrap_or(DEFAULT_LABEL_ID);
                 (v, None, id)
             }
             None => {
                 let v = p
                     .resolve(label)
                     .ok_or_else(|| not_found(format!("no label `{label}`")))?;
-                if let Some(e) = p.broken.get(label) {
+                if !p.broken.is_empty()
+                    && let Some(e) = p.broken.get(label)
+                {
                     return Err(e.clone());
                 }
                 let id = if label == LATEST_LABEL {
@@ -304,7 +308,8 @@ impl Client {
                 } else {
                     snap.label_id(label).unwrap_or(DEFAULT_LABEL_ID)
                 };
-                (v, Some(label.to_string()), id)
+                // Interned: the snapshot hands out a shared copy of the name.
+                (v, Some(snap.label_names[id].clone()), id)
             }
         };
         let cv = p
@@ -316,7 +321,7 @@ impl Client {
             return Err(e.clone());
         }
         let revision = snap.data.revision;
-        let hash: Arc<str> = Arc::from(snap.data.hash.as_str());
+        let hash = snap.hash.clone();
         Ok(Prompt {
             source: snap.source,
             env_owner: EnvOwner::Snapshot(snap),
@@ -358,8 +363,13 @@ impl Client {
             version: Arc::new(cv),
             label: opts
                 .label
-                .clone()
-                .or_else(|| opts.version.is_none().then(|| self.inner.default_label.clone())),
+                .as_deref()
+                .or_else(|| {
+                    opts.version
+                        .is_none()
+                        .then_some(self.inner.default_label.as_str())
+                })
+                .map(Arc::from),
             label_id: DEFAULT_LABEL_ID,
             source: Source::Fallback,
             variant: None,

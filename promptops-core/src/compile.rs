@@ -12,9 +12,7 @@ use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde::Serialize;
 
 use crate::error::{Error, Position, PromptRef};
-use crate::model::{
-    Body, DEFAULT_LABEL, LATEST_LABEL, ModelConfig, PromptData, PromptVersion,
-};
+use crate::model::{Body, DEFAULT_LABEL, LATEST_LABEL, ModelConfig, PromptData, PromptVersion};
 use crate::snapshot::SnapshotData;
 
 /// Bounds on the work one render may do.
@@ -166,6 +164,9 @@ impl CompiledPrompt {
 /// A compiled snapshot: what the store swaps atomically and readers use.
 pub struct CompiledSnapshot {
     pub(crate) data: Arc<SnapshotData>,
+    pub(crate) hash: Arc<str>,
+    /// Label names by label id (interned: lookups hand out clones).
+    pub(crate) label_names: Vec<Arc<str>>,
     pub(crate) env: Environment<'static>,
     pub(crate) prompts: HashMap<String, CompiledPrompt>,
     pub(crate) label_ids: HashMap<String, usize>,
@@ -211,8 +212,7 @@ impl CompiledSnapshot {
     /// Label → version of `prompt` under every label (plus `latest`).
     pub fn labels_of(&self, prompt: &str) -> Option<BTreeMap<String, u32>> {
         let p = self.prompts.get(prompt)?;
-        let mut m: BTreeMap<String, u32> =
-            p.labels.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let mut m: BTreeMap<String, u32> = p.labels.iter().map(|(k, v)| (k.clone(), *v)).collect();
         m.insert(LATEST_LABEL.to_string(), p.latest);
         Some(m)
     }
@@ -270,8 +270,9 @@ impl CompiledSnapshot {
 
         let mut diagnostics = Vec::new();
         let mut prompts = HashMap::with_capacity(data.prompts.len());
+        let mut dedupe = Dedupe::default();
         for p in &data.prompts {
-            let compiled = compile_prompt(&mut env, p, &mut diagnostics);
+            let compiled = compile_prompt(&mut env, p, &mut diagnostics, &mut dedupe);
             prompts.insert(p.name.clone(), compiled);
         }
 
@@ -281,6 +282,8 @@ impl CompiledSnapshot {
         }
 
         CompiledSnapshot {
+            hash: Arc::from(data.hash.as_str()),
+            label_names: label_names.iter().map(|l| Arc::from(l.as_str())).collect(),
             data,
             env,
             prompts,
@@ -293,22 +296,55 @@ impl CompiledSnapshot {
     }
 }
 
+/// The whitespace settings of every promptops template.
+pub(crate) fn prompt_syntax() -> minijinja::syntax::SyntaxConfig {
+    minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .keep_trailing_newline(true)
+        .build()
+        .unwrap_or_default()
+}
+
+/// Every promptops template renders with the same settings: strict
+/// undefined, no HTML escaping, and prompt-friendly whitespace — a block tag
+/// leaves no blank line behind (`trim_blocks` + `lstrip_blocks`) and the
+/// template's final newline is kept. The shared benchmark workload's
+/// expected outputs are rendered this way too.
 pub(crate) fn new_environment(limits: Limits) -> Environment<'static> {
     let mut env = Environment::new();
+    env.set_syntax(crate::compile::prompt_syntax());
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(limits.fuel);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env
 }
 
+/// Template sources already compiled in this environment → their names.
+/// Versions of a prompt usually share most of their text (a new version
+/// often changes one message), so identical sources are compiled once.
+/// Includes resolve at render time through the label in scope, so a
+/// compiled template does not depend on which version it belongs to.
+#[derive(Default)]
+pub(crate) struct Dedupe {
+    by_source: HashMap<String, String>,
+}
+
 fn compile_prompt(
     env: &mut Environment<'static>,
     p: &PromptData,
     diagnostics: &mut Vec<Diagnostic>,
+    dedupe: &mut Dedupe,
 ) -> CompiledPrompt {
     let mut versions = HashMap::with_capacity(p.versions.len());
     for v in &p.versions {
-        let cv = compile_version(env, &p.name, v, &format!("{}@{}", p.name, v.version));
+        let cv = compile_version_with(
+            env,
+            &p.name,
+            v,
+            &format!("{}@{}", p.name, v.version),
+            dedupe,
+        );
         if let Some(e) = cv.first_error() {
             diagnostics.push(Diagnostic {
                 prompt: p.name.clone(),
@@ -336,9 +372,19 @@ pub(crate) fn compile_version(
     v: &PromptVersion,
     base: &str,
 ) -> CompiledVersion {
+    compile_version_with(env, prompt, v, base, &mut Dedupe::default())
+}
+
+fn compile_version_with(
+    env: &mut Environment<'static>,
+    prompt: &str,
+    v: &PromptVersion,
+    base: &str,
+    dedupe: &mut Dedupe,
+) -> CompiledVersion {
     let pref = PromptRef::new(prompt, Some(v.version));
     let mut includes = Vec::new();
-    let body = compile_body(env, &pref, &v.body, base, "", &mut includes);
+    let body = compile_body(env, &pref, &v.body, base, "", &mut includes, dedupe);
     let config = Arc::new(v.config.clone());
     let mut variants = BTreeMap::new();
     for (vname, variant) in &v.variants {
@@ -352,6 +398,7 @@ pub(crate) fn compile_version(
                 &format!("{base}~{vname}"),
                 &format!("variant {vname} "),
                 &mut includes,
+                dedupe,
             ),
         };
         variants.insert(
@@ -379,21 +426,22 @@ fn compile_body(
     base: &str,
     part_prefix: &str,
     includes: &mut Vec<IncludeRef>,
+    dedupe: &mut Dedupe,
 ) -> Result<CompiledBody, Error> {
     match body {
         Body::Text { template } => {
             let part = format!("{part_prefix}template");
             scan_includes(template, &part, includes);
-            add_template(env, pref, &part, base.to_string(), template)?;
-            Ok(CompiledBody::Text(base.to_string()))
+            let name = add_template(env, pref, &part, base.to_string(), template, dedupe)?;
+            Ok(CompiledBody::Text(name))
         }
         Body::Chat { messages } => {
             let mut out = Vec::with_capacity(messages.len());
             for (i, m) in messages.iter().enumerate() {
                 let part = format!("{part_prefix}messages[{i}]");
                 scan_includes(&m.content, &part, includes);
-                let name = format!("{base}#{i}");
-                add_template(env, pref, &part, name.clone(), &m.content)?;
+                let name =
+                    add_template(env, pref, &part, format!("{base}#{i}"), &m.content, dedupe)?;
                 out.push((m.role.clone(), m.name.clone(), name));
             }
             Ok(CompiledBody::Chat(out))
@@ -407,14 +455,20 @@ fn add_template(
     part: &str,
     name: String,
     source: &str,
-) -> Result<(), Error> {
-    env.add_template_owned(name, source.to_string())
+    dedupe: &mut Dedupe,
+) -> Result<String, Error> {
+    if let Some(existing) = dedupe.by_source.get(source) {
+        return Ok(existing.clone());
+    }
+    env.add_template_owned(name.clone(), source.to_string())
         .map_err(|e| Error::Template {
             prompt: pref.clone(),
             part: part.to_string(),
             position: error_position(&e, Some(source)),
             message: e.detail().unwrap_or(&e.kind().to_string()).to_string(),
-        })
+        })?;
+    dedupe.by_source.insert(source.to_string(), name.clone());
+    Ok(name)
 }
 
 /// Line and column of a minijinja error within `source`.
@@ -501,16 +555,18 @@ fn check_includes(
             if let Some(tname) = resolution.get_key_value(target).map(|(k, _)| k.as_str()) {
                 targets.push(tname);
             } else if !inc.target.contains('@') {
-                broken.entry(name.clone()).or_insert_with(|| Error::Template {
-                    prompt: PromptRef::new(name.clone(), Some(*v)),
-                    part: inc.part.clone(),
-                    position: Some(inc.position),
-                    message: if prompts.contains_key(target) {
-                        format!("included prompt `{target}` has no label `{label}`")
-                    } else {
-                        format!("included prompt `{target}` does not exist")
-                    },
-                });
+                broken
+                    .entry(name.clone())
+                    .or_insert_with(|| Error::Template {
+                        prompt: PromptRef::new(name.clone(), Some(*v)),
+                        part: inc.part.clone(),
+                        position: Some(inc.position),
+                        message: if prompts.contains_key(target) {
+                            format!("included prompt `{target}` has no label `{label}`")
+                        } else {
+                            format!("included prompt `{target}` does not exist")
+                        },
+                    });
             }
         }
         edges.insert(name.as_str(), targets);
@@ -581,7 +637,9 @@ fn check_includes(
                     prompt: PromptRef::new(*name, v),
                     part: "template".into(),
                     position: None,
-                    message: format!("includes `{bad}`, which cannot be served under label `{label}`"),
+                    message: format!(
+                        "includes `{bad}`, which cannot be served under label `{label}`"
+                    ),
                 };
                 broken.insert(name.to_string(), e.clone());
                 unusable.insert(name.to_string(), e);
@@ -624,7 +682,9 @@ pub(crate) fn map_render_error(
     }
     // The template the error happened in may be an included one.
     let (pname, pversion, ppart) = match e.name().and_then(parse_template_name) {
-        Some((n, v, p)) if n != prompt || v != version => (n, v, p),
+        // Same prompt name: our own template (possibly shared with another
+        // version by the compile-time dedupe; a prompt never includes itself).
+        Some((n, v, p)) if n != prompt => (n, v, p),
         _ => (prompt.to_string(), version, part.to_string()),
     };
     let source = e
@@ -634,10 +694,9 @@ pub(crate) fn map_render_error(
     match e.kind() {
         ErrorKind::UndefinedError => {
             let variable = match (e.range(), source.as_deref()) {
-                (Some(r), Some(src)) if r.end <= src.len() => src
-                    .get(r)
-                    .map(|s| s.trim().to_string())
-                    .unwrap_or_default(),
+                (Some(r), Some(src)) if r.end <= src.len() => {
+                    src.get(r).map(|s| s.trim().to_string()).unwrap_or_default()
+                }
                 _ => String::new(),
             };
             Error::Variable {

@@ -177,7 +177,12 @@ impl Error {
                 put("prompt", json!(name));
                 put("selector", json!(selector));
             }
-            Error::Template { prompt, part, position, .. } => {
+            Error::Template {
+                prompt,
+                part,
+                position,
+                ..
+            } => {
                 put("prompt", json!(prompt.name));
                 put("version", json!(prompt.version));
                 put("part", json!(part));
@@ -186,7 +191,11 @@ impl Error {
                     put("column", json!(c));
                 }
             }
-            Error::Variable { prompt, variable, line } => {
+            Error::Variable {
+                prompt,
+                variable,
+                line,
+            } => {
                 put("prompt", json!(prompt.name));
                 put("version", json!(prompt.version));
                 put("variable", json!(variable));

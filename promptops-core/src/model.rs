@@ -323,7 +323,9 @@ pub fn validate_name(name: &str) -> Result<(), String> {
             return Err(format!("prompt name `{name}` has an empty segment"));
         }
         if p.starts_with('.') {
-            return Err(format!("prompt name `{name}`: a segment may not start with `.`"));
+            return Err(format!(
+                "prompt name `{name}`: a segment may not start with `.`"
+            ));
         }
         if let Some(c) = p
             .chars()

@@ -61,19 +61,103 @@ const BUILTIN: &[Row] = &[
     ("openai", "gpt-4-turbo", 10.0, 30.0, None, 128_000),
     ("openai", "gpt-3.5-turbo", 0.50, 1.50, None, 16_385),
     // Anthropic (cached = cache read)
-    ("anthropic", "claude-opus-4-1", 15.0, 75.0, Some(1.50), 200_000),
-    ("anthropic", "claude-opus-4", 15.0, 75.0, Some(1.50), 200_000),
-    ("anthropic", "claude-sonnet-4-5", 3.0, 15.0, Some(0.30), 200_000),
-    ("anthropic", "claude-sonnet-4", 3.0, 15.0, Some(0.30), 200_000),
-    ("anthropic", "claude-haiku-4-5", 1.0, 5.0, Some(0.10), 200_000),
-    ("anthropic", "claude-3-7-sonnet", 3.0, 15.0, Some(0.30), 200_000),
-    ("anthropic", "claude-3-5-haiku", 0.80, 4.0, Some(0.08), 200_000),
-    ("anthropic", "claude-3-haiku", 0.25, 1.25, Some(0.03), 200_000),
+    (
+        "anthropic",
+        "claude-opus-4-1",
+        15.0,
+        75.0,
+        Some(1.50),
+        200_000,
+    ),
+    (
+        "anthropic",
+        "claude-opus-4",
+        15.0,
+        75.0,
+        Some(1.50),
+        200_000,
+    ),
+    (
+        "anthropic",
+        "claude-sonnet-4-5",
+        3.0,
+        15.0,
+        Some(0.30),
+        200_000,
+    ),
+    (
+        "anthropic",
+        "claude-sonnet-4",
+        3.0,
+        15.0,
+        Some(0.30),
+        200_000,
+    ),
+    (
+        "anthropic",
+        "claude-haiku-4-5",
+        1.0,
+        5.0,
+        Some(0.10),
+        200_000,
+    ),
+    (
+        "anthropic",
+        "claude-3-7-sonnet",
+        3.0,
+        15.0,
+        Some(0.30),
+        200_000,
+    ),
+    (
+        "anthropic",
+        "claude-3-5-haiku",
+        0.80,
+        4.0,
+        Some(0.08),
+        200_000,
+    ),
+    (
+        "anthropic",
+        "claude-3-haiku",
+        0.25,
+        1.25,
+        Some(0.03),
+        200_000,
+    ),
     // Google (prompts up to 200k tokens)
-    ("google", "gemini-2.5-pro", 1.25, 10.0, Some(0.31), 1_048_576),
-    ("google", "gemini-2.5-flash", 0.30, 2.50, Some(0.075), 1_048_576),
-    ("google", "gemini-2.5-flash-lite", 0.10, 0.40, Some(0.025), 1_048_576),
-    ("google", "gemini-2.0-flash", 0.10, 0.40, Some(0.025), 1_048_576),
+    (
+        "google",
+        "gemini-2.5-pro",
+        1.25,
+        10.0,
+        Some(0.31),
+        1_048_576,
+    ),
+    (
+        "google",
+        "gemini-2.5-flash",
+        0.30,
+        2.50,
+        Some(0.075),
+        1_048_576,
+    ),
+    (
+        "google",
+        "gemini-2.5-flash-lite",
+        0.10,
+        0.40,
+        Some(0.025),
+        1_048_576,
+    ),
+    (
+        "google",
+        "gemini-2.0-flash",
+        0.10,
+        0.40,
+        Some(0.025),
+        1_048_576,
+    ),
     // Meta Llama (typical hosted prices)
     ("meta", "llama-4-maverick", 0.27, 0.85, None, 1_048_576),
     ("meta", "llama-4-scout", 0.18, 0.59, None, 327_680),
@@ -180,7 +264,8 @@ impl PricingTable {
 
     /// Cost in USD, or `None` for an unknown model.
     pub fn estimate_cost(&self, model: &str, input_tokens: u64, output_tokens: u64) -> Option<f64> {
-        self.get(model).map(|p| p.cost(input_tokens, output_tokens, 0))
+        self.get(model)
+            .map(|p| p.cost(input_tokens, output_tokens, 0))
     }
 }
 
@@ -220,7 +305,10 @@ mod tests {
             t.get("claude-sonnet-4-5-20250929").unwrap().model,
             "claude-sonnet-4-5"
         );
-        assert_eq!(t.get("claude-3-5-haiku-latest").unwrap().model, "claude-3-5-haiku");
+        assert_eq!(
+            t.get("claude-3-5-haiku-latest").unwrap().model,
+            "claude-3-5-haiku"
+        );
         assert!(t.get("gpt-9000").is_none());
         assert!(matches!(t.require("nope"), Err(Error::UnknownModel(m)) if m == "nope"));
     }

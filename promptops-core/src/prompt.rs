@@ -12,7 +12,7 @@ use crate::error::{Error, PromptRef, Result};
 use crate::model::{Compatibility, Compliance, Message, ModelConfig, PromptKind};
 use crate::pricing::PricingTable;
 use crate::schema::InputSchema;
-use crate::tokens::{self, Encoding, TokenCount};
+use crate::tokens::{self, TokenCount};
 
 /// A prompt ready to render: one version of one prompt, from one snapshot
 /// (which it keeps alive, so a render never sees a half-swapped store).
@@ -20,7 +20,7 @@ use crate::tokens::{self, Encoding, TokenCount};
 pub struct Prompt {
     pub(crate) env_owner: EnvOwner,
     pub(crate) version: Arc<CompiledVersion>,
-    pub(crate) label: Option<String>,
+    pub(crate) label: Option<Arc<str>>,
     pub(crate) label_id: usize,
     pub(crate) source: Source,
     pub(crate) variant: Option<String>,
@@ -213,9 +213,9 @@ impl Prompt {
         let limits = self.env_owner.limits();
         let _scope = LabelScope::enter(self.label_id);
         let render_one = |tmpl: &str, part: &str| -> Result<String> {
-            let t = env.get_template(tmpl).map_err(|e| {
-                map_render_error(e, env, &cv.prompt, cv.data.version, part, limits)
-            })?;
+            let t = env
+                .get_template(tmpl)
+                .map_err(|e| map_render_error(e, env, &cv.prompt, cv.data.version, part, limits))?;
             t.render(ctx.clone())
                 .map_err(|e| map_render_error(e, env, &cv.prompt, cv.data.version, part, limits))
         };
@@ -254,7 +254,7 @@ impl Prompt {
             messages,
             config: config.clone(),
             prompt: PromptRef::new(cv.prompt.clone(), Some(cv.data.version)),
-            label: self.label.clone(),
+            label: self.label.as_deref().map(String::from),
             variant: self.variant.clone(),
             source: self.source,
             pricing: self.pricing.clone(),
@@ -304,29 +304,8 @@ impl Rendered {
     /// (exact for OpenAI models; a flagged estimate otherwise, and when the
     /// config names no model: `o200k_base`, not exact).
     pub fn input_tokens(&self) -> TokenCount {
-        *self.tokens.get_or_init(|| match self.model() {
-            Some(model) => match (&self.text, &self.messages) {
-                (Some(t), _) => tokens::count_text(t, model),
-                (None, Some(m)) => tokens::count_messages(m, model),
-                (None, None) => tokens::count_text("", model),
-            },
-            None => {
-                let mut c = match (&self.text, &self.messages) {
-                    (Some(t), _) => TokenCount {
-                        count: Encoding::O200kBase.count(t),
-                        encoding: Encoding::O200kBase,
-                        exact: true,
-                    },
-                    (None, Some(m)) => tokens::count_messages(m, "gpt-4o"),
-                    (None, None) => TokenCount {
-                        count: 0,
-                        encoding: Encoding::O200kBase,
-                        exact: true,
-                    },
-                };
-                c.exact = false;
-                c
-            }
+        *self.tokens.get_or_init(|| {
+            tokens::count_input(self.text.as_deref(), self.messages.as_deref(), self.model())
         })
     }
 

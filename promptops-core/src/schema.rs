@@ -211,7 +211,9 @@ fn check_prop(path: &str, p: &PropertySchema) -> std::result::Result<(), String>
     if let Some(props) = &p.properties {
         for r in &p.required {
             if !props.contains_key(r) {
-                return Err(format!("`{path}`: required field `{r}` is not in properties"));
+                return Err(format!(
+                    "`{path}`: required field `{r}` is not in properties"
+                ));
             }
         }
         for (k, sub) in props {

@@ -64,23 +64,37 @@ impl SnapshotData {
         s
     }
 
-    /// `sha256:<hex>` of the canonical JSON (sorted keys, no whitespace) of
-    /// the project name and the prompts. Revision and timestamps are left
-    /// out: two snapshots with the same content have the same hash.
+    /// `sha256:<hex>` of the JSON of the project name and the prompts, as
+    /// serde serialises them (fields in declaration order, maps sorted;
+    /// free-form JSON values keep their order, which a round trip through
+    /// JSON preserves). Revision and timestamps are left out: two snapshots
+    /// with the same content have the same hash. Streamed into the hasher,
+    /// so a large snapshot is never copied to compute it.
     pub fn compute_hash(&self) -> String {
         #[derive(Serialize)]
         struct Content<'a> {
             project: &'a str,
             prompts: &'a [PromptData],
         }
-        let value = serde_json::to_value(Content {
-            project: &self.project,
-            prompts: &self.prompts,
-        })
-        .unwrap_or(serde_json::Value::Null);
-        let mut buf = Vec::with_capacity(4096);
-        write_canonical(&value, &mut buf);
-        format!("sha256:{}", hex::encode(Sha256::digest(&buf)))
+        struct HashWriter(Sha256);
+        impl Write for HashWriter {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = HashWriter(Sha256::new());
+        let _ = serde_json::to_writer(
+            &mut w,
+            &Content {
+                project: &self.project,
+                prompts: &self.prompts,
+            },
+        );
+        format!("sha256:{}", hex::encode(w.0.finalize()))
     }
 
     /// Structural checks every snapshot must pass before it is compiled:
@@ -98,7 +112,10 @@ impl SnapshotData {
         for p in &self.prompts {
             validate_name(&p.name).map_err(Error::Snapshot)?;
             if !seen.insert(p.name.as_str()) {
-                return Err(Error::Snapshot(format!("prompt `{}` appears twice", p.name)));
+                return Err(Error::Snapshot(format!(
+                    "prompt `{}` appears twice",
+                    p.name
+                )));
             }
             validate_prompt(p)?;
         }
@@ -201,7 +218,10 @@ impl SnapshotData {
 
 fn validate_prompt(p: &PromptData) -> Result<()> {
     if p.versions.is_empty() {
-        return Err(Error::Snapshot(format!("prompt `{}` has no versions", p.name)));
+        return Err(Error::Snapshot(format!(
+            "prompt `{}` has no versions",
+            p.name
+        )));
     }
     let mut vs = std::collections::HashSet::new();
     for v in &p.versions {
@@ -272,39 +292,4 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(Error::io(path, e));
     }
     Ok(())
-}
-
-/// Canonical JSON: object keys sorted, no whitespace, serde_json's number
-/// and string formatting.
-pub fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
-    use serde_json::Value;
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                let _ = serde_json::to_writer(&mut *out, k);
-                out.push(b':');
-                write_canonical(&m[k.as_str()], out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(a) => {
-            out.push(b'[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(x, out);
-            }
-            out.push(b']');
-        }
-        other => {
-            let _ = serde_json::to_writer(&mut *out, other);
-        }
-    }
 }

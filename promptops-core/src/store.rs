@@ -57,7 +57,10 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("project", &self.project)
-            .field("current", &self.current.load().as_ref().map(|s| s.data().revision))
+            .field(
+                "current",
+                &self.current.load().as_ref().map(|s| s.data().revision),
+            )
             .finish()
     }
 }
@@ -100,7 +103,10 @@ impl Store {
     /// include) keeps serving the version the label had before, when that
     /// one was good; a diagnostic says so.
     pub fn apply(&self, update: Update, source: Source) -> Result<ApplyOutcome> {
-        let _w = self.write.lock().map_err(|_| Error::Config("store lock poisoned".into()))?;
+        let _w = self
+            .write
+            .lock()
+            .map_err(|_| Error::Config("store lock poisoned".into()))?;
         let old = self.current.load_full();
         let data = match update {
             Update::Snapshot(s) => {
@@ -142,7 +148,10 @@ impl Store {
             let mut recompiled = CompiledSnapshot::compile(patched.0, self.limits, source);
             // The recompiled snapshot's hash must be the registry's, so that
             // comparisons with the registry stay meaningful.
-            Arc::make_mut(&mut recompiled.data).hash.clone_from(&compiled.data.hash);
+            Arc::make_mut(&mut recompiled.data)
+                .hash
+                .clone_from(&compiled.data.hash);
+            recompiled.hash = compiled.hash.clone();
             recompiled.diagnostics = diags;
             recompiled.diagnostics.extend(patched.1);
             compiled = recompiled;
@@ -163,11 +172,8 @@ impl Store {
         };
         self.current.store(Some(Arc::new(compiled)));
         if !changes.is_empty() {
-            let listeners: Vec<Arc<Listener>> = self
-                .listeners
-                .lock()
-                .map(|l| l.clone())
-                .unwrap_or_default();
+            let listeners: Vec<Arc<Listener>> =
+                self.listeners.lock().map(|l| l.clone()).unwrap_or_default();
             for l in listeners {
                 // A panicking listener must not poison the store.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| l(&changes)));
@@ -208,7 +214,10 @@ fn keep_last_good(
                 continue;
             };
             let new_bad = np.broken.contains_key(&label)
-                || np.versions.get(&nv).is_some_and(|v| v.first_error().is_some());
+                || np
+                    .versions
+                    .get(&nv)
+                    .is_some_and(|v| v.first_error().is_some());
             if !new_bad {
                 continue;
             }

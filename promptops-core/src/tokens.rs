@@ -67,7 +67,11 @@ pub const ANTHROPIC_FACTOR: f64 = 1.20;
 
 /// The tokenizer used for `model` (a model id, optionally `provider/model`).
 pub fn tokenizer_for_model(model: &str) -> Tokenizer {
-    let m = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
+    let m = model
+        .rsplit('/')
+        .next()
+        .unwrap_or(model)
+        .to_ascii_lowercase();
     let exact = |encoding| Tokenizer {
         encoding,
         factor: 1.0,
@@ -152,6 +156,41 @@ pub fn count_messages(messages: &[Message], model: &str) -> TokenCount {
     }
 }
 
+/// The input tokens of a rendered prompt (its text, or its messages) for
+/// `model`: what [`crate::Rendered::input_tokens`] returns, for bindings that
+/// hold the rendered output themselves. Without a model the count uses
+/// `o200k_base` (messages: `gpt-4o` framing) and is flagged as an estimate.
+pub fn count_input(
+    text: Option<&str>,
+    messages: Option<&[Message]>,
+    model: Option<&str>,
+) -> TokenCount {
+    match model {
+        Some(model) => match (text, messages) {
+            (Some(t), _) => count_text(t, model),
+            (None, Some(m)) => count_messages(m, model),
+            (None, None) => count_text("", model),
+        },
+        None => {
+            let mut c = match (text, messages) {
+                (Some(t), _) => TokenCount {
+                    count: Encoding::O200kBase.count(t),
+                    encoding: Encoding::O200kBase,
+                    exact: true,
+                },
+                (None, Some(m)) => count_messages(m, "gpt-4o"),
+                (None, None) => TokenCount {
+                    count: 0,
+                    encoding: Encoding::O200kBase,
+                    exact: true,
+                },
+            };
+            c.exact = false;
+            c
+        }
+    }
+}
+
 fn scale(raw: usize, factor: f64) -> usize {
     if factor == 1.0 {
         raw
@@ -166,11 +205,23 @@ mod tests {
 
     #[test]
     fn model_to_encoding() {
-        assert_eq!(tokenizer_for_model("gpt-4o-mini").encoding, Encoding::O200kBase);
-        assert_eq!(tokenizer_for_model("openai/gpt-4.1").encoding, Encoding::O200kBase);
+        assert_eq!(
+            tokenizer_for_model("gpt-4o-mini").encoding,
+            Encoding::O200kBase
+        );
+        assert_eq!(
+            tokenizer_for_model("openai/gpt-4.1").encoding,
+            Encoding::O200kBase
+        );
         assert_eq!(tokenizer_for_model("o3-mini").encoding, Encoding::O200kBase);
-        assert_eq!(tokenizer_for_model("gpt-4-turbo").encoding, Encoding::Cl100kBase);
-        assert_eq!(tokenizer_for_model("gpt-3.5-turbo").encoding, Encoding::Cl100kBase);
+        assert_eq!(
+            tokenizer_for_model("gpt-4-turbo").encoding,
+            Encoding::Cl100kBase
+        );
+        assert_eq!(
+            tokenizer_for_model("gpt-3.5-turbo").encoding,
+            Encoding::Cl100kBase
+        );
         assert!(tokenizer_for_model("gpt-4o").exact);
         let c = tokenizer_for_model("claude-sonnet-4-5");
         assert!(!c.exact);

@@ -64,15 +64,25 @@ pub(super) fn parse(path: &Path, doc: &Document<'_>, module: &str) -> Result<Pro
             "dotprompt `tools` are not supported by promptops (routing and tool calls are configured in the app)".into(),
         ));
     }
-    let _ = (&front.name, &front.variant, &front.metadata, &front.ext, &front.dialect);
+    let _ = (
+        &front.name,
+        &front.variant,
+        &front.metadata,
+        &front.ext,
+        &front.dialect,
+    );
     let version = match &front.version {
         None => 1,
-        Some(v) => v.as_u64().and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0).ok_or_else(|| {
-            at(
-                "version",
-                format!("version must be a positive integer for promptops, got {v}"),
-            )
-        })?,
+        Some(v) => v
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .filter(|v| *v > 0)
+            .ok_or_else(|| {
+                at(
+                    "version",
+                    format!("version must be a positive integer for promptops, got {v}"),
+                )
+            })?,
     };
     // config: temperature, maxOutputTokens, topP, stopSequences, others kept.
     let mut config = match &front.model {
@@ -89,7 +99,11 @@ pub(super) fn parse(path: &Path, doc: &Document<'_>, module: &str) -> Result<Pro
             "stopSequences" => {
                 config.stop = v
                     .as_array()
-                    .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default()
             }
             _ => {
@@ -103,7 +117,8 @@ pub(super) fn parse(path: &Path, doc: &Document<'_>, module: &str) -> Result<Pro
     let mut schema = None;
     if let Some(input) = front.input {
         if let Some(s) = &input.schema {
-            schema = Some(compact_schema(s).map_err(|m| at("input", format!("input.schema: {m}")))?);
+            schema =
+                Some(compact_schema(s).map_err(|m| at("input", format!("input.schema: {m}")))?);
         }
         if let Some(defaults) = input.default {
             let s = schema.get_or_insert_with(Default::default);
@@ -113,9 +128,8 @@ pub(super) fn parse(path: &Path, doc: &Document<'_>, module: &str) -> Result<Pro
             }
         }
     }
-    let translated = handlebars_to_jinja(doc.body, module).map_err(|(line, m)| {
-        Error::parse(path, Some(doc.body_line + line - 1), m)
-    })?;
+    let translated = handlebars_to_jinja(doc.body, module)
+        .map_err(|(line, m)| Error::parse(path, Some(doc.body_line + line - 1), m))?;
     let body = match translated {
         Translated::Text(t) => Body::Text { template: t },
         Translated::Chat(ms) => Body::Chat {
@@ -150,14 +164,22 @@ pub enum Translated {
 
 enum Scope {
     /// `{{#each}}`: the loop variable name, whether iterating a mapping.
-    Each { var: String, keyed: bool },
-    With { var: String },
+    Each {
+        var: String,
+        keyed: bool,
+    },
+    With {
+        var: String,
+    },
     If,
 }
 
 /// Translate a dotprompt Handlebars template to minijinja. Errors carry the
 /// 1-based line within `src`.
-pub fn handlebars_to_jinja(src: &str, module: &str) -> std::result::Result<Translated, (usize, String)> {
+pub fn handlebars_to_jinja(
+    src: &str,
+    module: &str,
+) -> std::result::Result<Translated, (usize, String)> {
     let mut out = String::with_capacity(src.len() + 64);
     let mut sections: Vec<(String, String)> = Vec::new();
     let mut current_role: Option<String> = None;
@@ -217,10 +239,18 @@ pub fn handlebars_to_jinja(src: &str, module: &str) -> std::result::Result<Trans
                 "with" => {
                     counter += 1;
                     let var = format!("__w{counter}");
-                    out.push_str(&format!("{{% with {var} = {} %}}", expr(arg, &scopes, line)?));
+                    out.push_str(&format!(
+                        "{{% with {var} = {} %}}",
+                        expr(arg, &scopes, line)?
+                    ));
                     scopes.push(Scope::With { var });
                 }
-                other => return Err((line, format!("Handlebars block helper `#{other}` is not supported"))),
+                other => {
+                    return Err((
+                        line,
+                        format!("Handlebars block helper `#{other}` is not supported"),
+                    ));
+                }
             }
             continue;
         }
@@ -233,7 +263,12 @@ pub fn handlebars_to_jinja(src: &str, module: &str) -> std::result::Result<Trans
                 ("if" | "unless", Scope::If) => out.push_str("{% endif %}"),
                 ("each", Scope::Each { .. }) => out.push_str("{% endfor %}"),
                 ("with", Scope::With { .. }) => out.push_str("{% endwith %}"),
-                (n, _) => return Err((line, format!("`{{{{/{n}}}}}` does not match the open block"))),
+                (n, _) => {
+                    return Err((
+                        line,
+                        format!("`{{{{/{n}}}}}` does not match the open block"),
+                    ));
+                }
             }
             continue;
         }
@@ -248,7 +283,10 @@ pub fn handlebars_to_jinja(src: &str, module: &str) -> std::result::Result<Trans
         if let Some(p) = inner.strip_prefix('>') {
             let name = p.trim();
             if name.contains(char::is_whitespace) {
-                return Err((line, format!("partial `{name}` with arguments is not supported")));
+                return Err((
+                    line,
+                    format!("partial `{name}` with arguments is not supported"),
+                ));
             }
             let target = if module.is_empty() {
                 format!("_{name}")
@@ -268,14 +306,19 @@ pub fn handlebars_to_jinja(src: &str, module: &str) -> std::result::Result<Trans
                 let body = std::mem::take(&mut out);
                 match current_role.take() {
                     Some(r) => sections.push((r, body.trim().to_string())),
-                    None if !body.trim().is_empty() => sections.push(("user".into(), body.trim().to_string())),
+                    None if !body.trim().is_empty() => {
+                        sections.push(("user".into(), body.trim().to_string()))
+                    }
                     None => {}
                 }
                 current_role = Some(role);
             }
             "json" => out.push_str(&format!("{{{{ {} | tojson }}}}", expr(arg, &scopes, line)?)),
             "media" | "history" | "section" => {
-                return Err((line, format!("dotprompt `{{{{{head}}}}}` is not supported by promptops")));
+                return Err((
+                    line,
+                    format!("dotprompt `{{{{{head}}}}}` is not supported by promptops"),
+                ));
             }
             _ if !arg.is_empty() => {
                 return Err((line, format!("Handlebars helper `{head}` is not supported")));
@@ -289,7 +332,10 @@ pub fn handlebars_to_jinja(src: &str, module: &str) -> std::result::Result<Trans
             Scope::With { .. } => "with",
             Scope::If => "if",
         };
-        return Err((line_of(src.len()), format!("`{{{{#{what}}}}}` is never closed")));
+        return Err((
+            line_of(src.len()),
+            format!("`{{{{#{what}}}}}` is never closed"),
+        ));
     }
     match current_role {
         Some(r) => {
@@ -330,14 +376,16 @@ fn expr(e: &str, scopes: &[Scope], line: usize) -> std::result::Result<String, (
     if e.contains(char::is_whitespace) {
         return Err((line, format!("helper call `{e}` is not supported")));
     }
-    if e.starts_with('"') || e.starts_with('\'') || e.parse::<f64>().is_ok() || e == "true" || e == "false" {
+    if e.starts_with('"')
+        || e.starts_with('\'')
+        || e.parse::<f64>().is_ok()
+        || e == "true"
+        || e == "false"
+    {
         return Ok(e.to_string());
     }
     // Which scope the path starts in.
-    let mut depth = scopes
-        .iter()
-        .filter(|s| !matches!(s, Scope::If))
-        .count();
+    let mut depth = scopes.iter().filter(|s| !matches!(s, Scope::If)).count();
     let mut path = e;
     if let Some(rest) = path.strip_prefix("@root.") {
         return Ok(rest.to_string());
@@ -349,7 +397,11 @@ fn expr(e: &str, scopes: &[Scope], line: usize) -> std::result::Result<String, (
         path = rest;
     }
     let ctx_scopes: Vec<&Scope> = scopes.iter().filter(|s| !matches!(s, Scope::If)).collect();
-    let here = if depth == 0 { None } else { Some(ctx_scopes[depth - 1]) };
+    let here = if depth == 0 {
+        None
+    } else {
+        Some(ctx_scopes[depth - 1])
+    };
     if let Some(at) = path.strip_prefix('@') {
         let Some(Scope::Each { var, keyed }) = here else {
             return Err((line, format!("`@{at}` outside `{{{{#each}}}}`")));
@@ -405,7 +457,13 @@ mod tests {
     fn vars_and_blocks() {
         let t = text(handlebars_to_jinja("Hi {{name}}{{#if vip}}!{{else}}.{{/if}}", "m").unwrap());
         assert_eq!(t, "Hi {{ name }}{% if vip %}!{% else %}.{% endif %}");
-        let t = text(handlebars_to_jinja("{{#each items}}{{@index}}={{this.a}} {{../x}}{{/each}}", "m").unwrap());
+        let t = text(
+            handlebars_to_jinja(
+                "{{#each items}}{{@index}}={{this.a}} {{../x}}{{/each}}",
+                "m",
+            )
+            .unwrap(),
+        );
         assert!(t.contains("__it1.a"), "{t}");
         assert!(t.contains("loop.index0"));
         assert!(t.contains("{{ x }}"));
@@ -417,7 +475,11 @@ mod tests {
 
     #[test]
     fn roles() {
-        let t = handlebars_to_jinja("{{role \"system\"}}\nBe brief.\n{{role \"user\"}}\n{{q}}\n", "m").unwrap();
+        let t = handlebars_to_jinja(
+            "{{role \"system\"}}\nBe brief.\n{{role \"user\"}}\n{{q}}\n",
+            "m",
+        )
+        .unwrap();
         assert_eq!(
             t,
             Translated::Chat(vec![

@@ -77,7 +77,10 @@ pub fn dir_project_name(dir: &Path) -> String {
 pub fn load_dir(dir: &Path, project: &str) -> Result<LoadReport> {
     let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
     if !meta.is_dir() {
-        return Err(Error::Config(format!("{} is not a directory", dir.display())));
+        return Err(Error::Config(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
     }
     let mut files = Vec::new();
     walk(dir, &mut files).map_err(|e| Error::io(dir, e))?;
@@ -202,7 +205,10 @@ fn split_frontmatter<'a>(path: &Path, text: &'a str) -> Result<Document<'a>> {
                 "frontmatter opened with `---` is never closed".into(),
             ));
         }
-        let end = text[pos..].find('\n').map(|i| pos + i).unwrap_or(text.len());
+        let end = text[pos..]
+            .find('\n')
+            .map(|i| pos + i)
+            .unwrap_or(text.len());
         if text[pos..end].trim_end() == "---" {
             let body_start = (end + 1).min(text.len());
             return Ok(Document {
@@ -261,7 +267,10 @@ pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
         Error::Parse {
             file: path.to_path_buf(),
             position: Some(crate::error::Position { line, column }),
-            message: format!("invalid frontmatter: {}", strip_yaml_location(&e.to_string())),
+            message: format!(
+                "invalid frontmatter: {}",
+                strip_yaml_location(&e.to_string())
+            ),
         }
     })
 }
@@ -305,21 +314,21 @@ fn normalise_provider(p: &str) -> String {
 
 pub(crate) fn infer_provider(model: &str) -> Option<String> {
     let m = model.to_ascii_lowercase();
-    let p = if m.starts_with("gpt") || m.starts_with("chatgpt") || m.starts_with("text-") {
-        "openai"
-    } else if m.len() > 1 && m.starts_with('o') && m.as_bytes()[1].is_ascii_digit() {
-        "openai"
-    } else if m.starts_with("claude") {
-        "anthropic"
-    } else if m.starts_with("gemini") {
-        "google"
-    } else if m.starts_with("llama") {
-        "meta"
-    } else if m.starts_with("qwen") {
-        "qwen"
-    } else {
-        return None;
-    };
+    let o_series = m.len() > 1 && m.starts_with('o') && m.as_bytes()[1].is_ascii_digit();
+    let p =
+        if m.starts_with("gpt") || m.starts_with("chatgpt") || m.starts_with("text-") || o_series {
+            "openai"
+        } else if m.starts_with("claude") {
+            "anthropic"
+        } else if m.starts_with("gemini") {
+            "google"
+        } else if m.starts_with("llama") {
+            "meta"
+        } else if m.starts_with("qwen") {
+            "qwen"
+        } else {
+            return None;
+        };
     Some(p.to_string())
 }
 
@@ -338,7 +347,9 @@ pub(crate) fn split_role_lines(
         let t = line.trim_end_matches('\r').trim();
         let role = t.strip_suffix(':').map(|r| r.trim().to_ascii_lowercase());
         match role {
-            Some(r) if ["system", "user", "assistant", "developer", "tool"].contains(&r.as_str()) => {
+            Some(r)
+                if ["system", "user", "assistant", "developer", "tool"].contains(&r.as_str()) =>
+            {
                 if let Some((role, lines)) = current.take() {
                     out.push((role, trim_blank_edges(&lines)));
                 }
@@ -364,15 +375,23 @@ pub(crate) fn split_role_lines(
         return Err(Error::parse(
             path,
             Some(body_line),
-            "a chat prompt needs at least one role line (`system:`, `user:` or `assistant:`)".into(),
+            "a chat prompt needs at least one role line (`system:`, `user:` or `assistant:`)"
+                .into(),
         ));
     }
     Ok(out)
 }
 
 fn trim_blank_edges(lines: &[&str]) -> String {
-    let start = lines.iter().position(|l| !l.trim().is_empty()).unwrap_or(lines.len());
-    let end = lines.iter().rposition(|l| !l.trim().is_empty()).map(|i| i + 1).unwrap_or(start);
+    let start = lines
+        .iter()
+        .position(|l| !l.trim().is_empty())
+        .unwrap_or(lines.len());
+    let end = lines
+        .iter()
+        .rposition(|l| !l.trim().is_empty())
+        .map(|i| i + 1)
+        .unwrap_or(start);
     lines[start..end.max(start)].join("\n")
 }
 
@@ -416,7 +435,15 @@ mod tests {
         let c = model_shorthand("openai/gpt-4o-mini");
         assert_eq!(c.provider.as_deref(), Some("openai"));
         assert_eq!(c.model.as_deref(), Some("gpt-4o-mini"));
-        assert_eq!(model_shorthand("claude-haiku-4-5").provider.as_deref(), Some("anthropic"));
-        assert_eq!(model_shorthand("googleai/gemini-2.5-flash").provider.as_deref(), Some("google"));
+        assert_eq!(
+            model_shorthand("claude-haiku-4-5").provider.as_deref(),
+            Some("anthropic")
+        );
+        assert_eq!(
+            model_shorthand("googleai/gemini-2.5-flash")
+                .provider
+                .as_deref(),
+            Some("google")
+        );
     }
 }

@@ -106,7 +106,8 @@ pub(super) fn parse(path: &Path, doc: &Document<'_>) -> Result<PromptFile> {
                 return Err(Error::parse(
                     path,
                     Some(doc.body_line),
-                    "`messages` is set in the frontmatter and the body is not empty; use one".into(),
+                    "`messages` is set in the frontmatter and the body is not empty; use one"
+                        .into(),
                 ));
             }
             Body::Chat { messages }

@@ -59,7 +59,10 @@ pub(super) fn parse(path: &Path, doc: &Document<'_>) -> Result<PromptFile> {
     let front: Front = super::parse_yaml(path, doc)?;
     let at = |key: &str, message: String| Error::parse(path, key_line(doc, key), message);
     if front.tools.is_some() {
-        return Err(at("tools", "Prompty `tools` are not supported by promptops".into()));
+        return Err(at(
+            "tools",
+            "Prompty `tools` are not supported by promptops".into(),
+        ));
     }
     if let Some(t) = &front.template {
         let format = match t {
@@ -72,7 +75,9 @@ pub(super) fn parse(path: &Path, doc: &Document<'_>) -> Result<PromptFile> {
         {
             return Err(at(
                 "template",
-                format!("Prompty template format `{f}` is not supported (promptops renders jinja2)"),
+                format!(
+                    "Prompty template format `{f}` is not supported (promptops renders jinja2)"
+                ),
             ));
         }
     }
@@ -92,10 +97,18 @@ pub(super) fn parse(path: &Path, doc: &Document<'_>) -> Result<PromptFile> {
             None | Some("chat") => {}
             Some("completion") => chat = false,
             Some(other) => {
-                return Err(at("model", format!("Prompty model.api `{other}` is not supported")));
+                return Err(at(
+                    "model",
+                    format!("Prompty model.api `{other}` is not supported"),
+                ));
             }
         }
-        let get = |k: &str| m.configuration.get(k).and_then(|v| v.as_str()).map(String::from);
+        let get = |k: &str| {
+            m.configuration
+                .get(k)
+                .and_then(|v| v.as_str())
+                .map(String::from)
+        };
         config.provider = match get("type").as_deref() {
             Some("azure_openai") | Some("azure") => Some("azure_openai".into()),
             Some("openai") => Some("openai".into()),
@@ -112,7 +125,10 @@ pub(super) fn parse(path: &Path, doc: &Document<'_>) -> Result<PromptFile> {
             config.provider = super::infer_provider(m);
         }
         for (k, v) in &m.configuration {
-            if matches!(k.as_str(), "azure_endpoint" | "endpoint" | "api_version" | "azure_deployment") {
+            if matches!(
+                k.as_str(),
+                "azure_endpoint" | "endpoint" | "api_version" | "azure_deployment"
+            ) {
                 config.extra.insert(k.clone(), v.clone());
             }
         }
@@ -124,9 +140,10 @@ pub(super) fn parse(path: &Path, doc: &Document<'_>) -> Result<PromptFile> {
                 "stop" => {
                     config.stop = match &v {
                         serde_json::Value::String(s) => vec![s.clone()],
-                        serde_json::Value::Array(a) => {
-                            a.iter().filter_map(|s| s.as_str().map(String::from)).collect()
-                        }
+                        serde_json::Value::Array(a) => a
+                            .iter()
+                            .filter_map(|s| s.as_str().map(String::from))
+                            .collect(),
                         _ => Vec::new(),
                     }
                 }
@@ -188,7 +205,9 @@ pub(super) fn parse(path: &Path, doc: &Document<'_>) -> Result<PromptFile> {
     })
 }
 
-fn inputs_schema(inputs: &BTreeMap<String, serde_json::Value>) -> std::result::Result<InputSchema, String> {
+fn inputs_schema(
+    inputs: &BTreeMap<String, serde_json::Value>,
+) -> std::result::Result<InputSchema, String> {
     let mut s = InputSchema {
         ty: Some(JsonType::Object),
         ..Default::default()
@@ -213,7 +232,10 @@ fn inputs_schema(inputs: &BTreeMap<String, serde_json::Value>) -> std::result::R
                         }
                     }));
                 }
-                p.description = m.get("description").and_then(|d| d.as_str()).map(String::from);
+                p.description = m
+                    .get("description")
+                    .and_then(|d| d.as_str())
+                    .map(String::from);
                 if let Some(d) = m.get("default") {
                     p.default = Some(d.clone());
                     required = false;

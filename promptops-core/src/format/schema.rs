@@ -196,7 +196,10 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(s.required, vec!["name", "tags"]);
-        assert_eq!(s.properties["name"].description.as_deref(), Some("the user's name"));
+        assert_eq!(
+            s.properties["name"].description.as_deref(),
+            Some("the user's name")
+        );
         assert_eq!(s.properties["tags"].ty, Some(TypeSet::One(JsonType::Array)));
         assert_eq!(
             s.properties["address"].properties.as_ref().unwrap()["city"].ty,
