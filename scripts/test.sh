@@ -13,6 +13,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== rust: tests"
 cargo test --workspace
 
+echo "== the main job (README's first command) runs"
+./scripts/demo.sh >/dev/null
+
 for suite in scripts/test-python.sh scripts/test-node.sh; do
   if [ -x "$suite" ]; then
     echo "== $suite"

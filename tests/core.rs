@@ -1098,3 +1098,22 @@ fn example_prompts_load_cleanly() {
     assert_eq!(r.model(), Some("claude-haiku-4-5"));
     assert!(r.messages.unwrap()[0].content.contains("Kind regards"));
 }
+
+#[test]
+fn readme_prompt_file_parses_and_renders() {
+    // The prompt file shown in the README is a valid prompt file.
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let start = readme.find("```text\n").expect("text block") + "```text\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let pf = parse_prompt_file(
+        Path::new("support/reply.prompt"),
+        &readme[start..end],
+        "support",
+    )
+    .unwrap();
+    assert_eq!(pf.version.body.kind(), PromptKind::Chat);
+    assert_eq!(pf.labels, vec!["production", "staging"]);
+    assert!(pf.version.variants.contains_key("claude"));
+}

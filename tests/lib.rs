@@ -29,3 +29,7 @@ pub fn bench_workload() -> Option<PathBuf> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench-workload");
     p.is_dir().then_some(p)
 }
+
+/// The root README's Rust snippets, run as doc tests.
+#[doc = include_str!("../README.md")]
+pub mod readme {}
