@@ -4,7 +4,12 @@
 //! as the error a lookup of that prompt returns); the rest still loads.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+/// The maps on the lookup path hash short strings (prompt and label names)
+/// on every `get`; foldhash does that several times faster than SipHash.
+/// Keys come from the registry, not from untrusted request input.
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -242,7 +247,7 @@ impl CompiledSnapshot {
             .map(|(i, l)| (l.clone(), i))
             .collect();
         // Per label: prompt -> version.
-        let mut resolution: Vec<HashMap<String, u32>> = vec![HashMap::new(); label_names.len()];
+        let mut resolution: Vec<HashMap<String, u32>> = vec![HashMap::default(); label_names.len()];
         for p in &data.prompts {
             if let Some(latest) = p.latest() {
                 resolution[LATEST_LABEL_ID].insert(p.name.clone(), latest);
@@ -269,7 +274,7 @@ impl CompiledSnapshot {
         });
 
         let mut diagnostics = Vec::new();
-        let mut prompts = HashMap::with_capacity(data.prompts.len());
+        let mut prompts = HashMap::with_capacity_and_hasher(data.prompts.len(), Default::default());
         let mut dedupe = Dedupe::default();
         for p in &data.prompts {
             let compiled = compile_prompt(&mut env, p, &mut diagnostics, &mut dedupe);
@@ -336,7 +341,7 @@ fn compile_prompt(
     diagnostics: &mut Vec<Diagnostic>,
     dedupe: &mut Dedupe,
 ) -> CompiledPrompt {
-    let mut versions = HashMap::with_capacity(p.versions.len());
+    let mut versions = HashMap::with_capacity_and_hasher(p.versions.len(), Default::default());
     for v in &p.versions {
         let cv = compile_version_with(
             env,
@@ -359,7 +364,7 @@ fn compile_prompt(
         versions,
         labels: p.labels.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         latest: p.latest().unwrap_or(0),
-        broken: HashMap::new(),
+        broken: HashMap::default(),
         policy: p.policy.clone(),
     }
 }
@@ -572,7 +577,7 @@ fn check_includes(
         edges.insert(name.as_str(), targets);
     }
     // Cycles (iterative DFS with colours).
-    let mut colour: HashMap<&str, u8> = HashMap::new(); // 1 = on stack, 2 = done
+    let mut colour: HashMap<&str, u8> = HashMap::default(); // 1 = on stack, 2 = done
     let names: Vec<&str> = edges.keys().copied().collect();
     for &root in &names {
         if colour.contains_key(root) {

@@ -1,0 +1,505 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of the promptops Python package and the Python
+tools people use today, on the shared workload (../shared/bench-workload).
+
+    python3 benches/python_bench.py [--write] [--batches N] [--batch-seconds S]
+
+Without --in-venv it first prepares a benchmark venv (default
+/var/tmp/promptops-bench-venv, or $PROMPTOPS_BENCH_VENV) with the pinned
+peers, builds the promptops wheel in release mode (maturin build --release,
+reusing the cargo target dir of scripts/env.sh), installs it there, and
+re-runs itself inside that venv. --write puts the results into
+BENCHMARKS-python.md at the repository root.
+
+Cases, all in one process, each checked against the expected output before
+it is timed:
+- T1 (short text, 3 variables) and T2 (RAG prompt: loop over 10 chunks,
+  one if/else): promptops `client.get(name).render(vars)` from the client's
+  in-memory store (prompts loaded from a bundle built from the workload
+  files), the same with the Prompt held (render only), jinja2 and minijinja
+  (templates compiled once, then `render`), and langfuse's
+  Text/ChatPromptClient.compile built offline from API objects (T2: the
+  loop and the if/else run in the caller, as BASELINE.md describes).
+- Token counting of corpus.txt: promptops.count_tokens vs tiktoken
+  (encode_ordinary and encode), cl100k_base and o200k_base.
+
+Timing follows BASELINE.md: per case a 0.2 s warm-up, then batches of about
+0.5 s; the cases take turns batch by batch (so a noisy moment hits all of
+them); the table gives the median batch, the slowest and fastest, the mean
+µs per op of the median batch, and the process's CPU time over wall time in
+that batch (about 1.00: it had a core to itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+REPO = Path(__file__).resolve().parents[1]
+WORKLOAD = Path(os.environ.get("PROMPTOPS_WORKLOAD", REPO.parent / "shared" / "bench-workload"))
+VENV = Path(os.environ.get("PROMPTOPS_BENCH_VENV", "/var/tmp/promptops-bench-venv"))
+PEERS = [
+    "jinja2==3.1.6",
+    "minijinja==3.1.0",
+    "langfuse==5.0.4",
+    "tiktoken==0.14.0",
+    "maturin==1.16.0",
+]
+TIKTOKEN_URLS = {
+    "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+    "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+}
+
+
+# ---------------------------------------------------------------------------
+# Setup (outside the venv)
+# ---------------------------------------------------------------------------
+
+
+def cargo_env() -> Dict[str, str]:
+    """The environment of scripts/env.sh (shared cargo target dir)."""
+    out = subprocess.run(
+        ["bash", "-c", f"source {REPO / 'scripts' / 'env.sh'} && env -0"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    env = {}
+    for item in out.split(b"\0"):
+        if b"=" in item:
+            k, v = item.split(b"=", 1)
+            env[k.decode()] = v.decode()
+    return env
+
+
+def setup_and_reexec(argv: List[str]) -> None:
+    py = VENV / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    stamp = VENV / ".promptops-bench-peers"
+    if not stamp.exists() or stamp.read_text() != " ".join(PEERS):
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *PEERS],
+            check=True,
+        )
+        stamp.write_text(" ".join(PEERS))
+    env = cargo_env()
+    env["VIRTUAL_ENV"] = str(VENV)
+    env["PATH"] = f"{VENV / 'bin'}:{env.get('PATH', '')}"
+    wheels = Path(tempfile.mkdtemp(prefix="promptops-wheel-"))
+    print("== building the promptops wheel (release)", flush=True)
+    subprocess.run(
+        [str(VENV / "bin" / "maturin"), "build", "--release", "--quiet", "--out", str(wheels)],
+        cwd=REPO / "promptops-py",
+        env=env,
+        check=True,
+    )
+    wheel = next(wheels.glob("promptops-*.whl"))
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--force-reinstall", "--no-deps", str(wheel)],
+        check=True,
+    )
+    shutil.rmtree(wheels, ignore_errors=True)
+    os.execv(str(py), [str(py), __file__, "--in-venv", *argv])
+
+
+# ---------------------------------------------------------------------------
+# Workload
+# ---------------------------------------------------------------------------
+
+
+def read(name: str) -> str:
+    return (WORKLOAD / name).read_text(encoding="utf-8")
+
+
+def load_json(name: str) -> Any:
+    return json.loads(read(name))
+
+
+def tiktoken_cache_dir() -> str:
+    """tiktoken fetches its BPE files from the internet, which this machine
+    cannot reach. The same files (tiktoken verifies their SHA-256 against the
+    hashes it pins) ship in the tiktoken-rs crate the workspace locks; they go
+    into a private TIKTOKEN_CACHE_DIR under the names tiktoken looks for."""
+    meta = json.loads(
+        subprocess.run(
+            ["cargo", "metadata", "--format-version", "1", "--manifest-path", str(REPO / "Cargo.toml")],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    assets = next(
+        Path(p["manifest_path"]).parent / "assets" for p in meta["packages"] if p["name"] == "tiktoken-rs"
+    )
+    d = tempfile.mkdtemp(prefix="promptops-tiktoken-")
+    for name, url in TIKTOKEN_URLS.items():
+        shutil.copyfile(assets / f"{name}.tiktoken", os.path.join(d, hashlib.sha1(url.encode()).hexdigest()))
+    return d
+
+
+class Case:
+    def __init__(self, section: str, library: str, case: str, fn: Callable[[], Any], peer_of: str = "") -> None:
+        self.section = section
+        self.library = library
+        self.case = case
+        self.fn = fn
+        self.batches: List[Tuple[float, float, int]] = []  # (wall, cpu, ops)
+        self.n = 1
+
+    def calibrate(self, warmup: float, batch_seconds: float) -> None:
+        fn = self.fn
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < warmup:
+            fn()
+            n += 1
+        per_op = (time.perf_counter() - t0) / n
+        self.n = max(1, int(batch_seconds / per_op))
+
+    def batch(self) -> None:
+        fn, rng = self.fn, range(self.n)
+        c0, t0 = time.process_time(), time.perf_counter()
+        for _ in rng:
+            fn()
+        t1, c1 = time.perf_counter(), time.process_time()
+        self.batches.append((t1 - t0, c1 - c0, self.n))
+
+    def median_batch(self) -> Tuple[float, float, int]:
+        ranked = sorted(self.batches, key=lambda b: b[2] / b[0])
+        return ranked[len(ranked) // 2]
+
+    def ops(self) -> List[float]:
+        return [n / w for w, _, n in self.batches]
+
+
+def fmt_ops(x: float) -> str:
+    if x >= 100:
+        return f"{x:,.0f}"
+    return f"{x:,.3g}"
+
+
+def fmt_us(x: float) -> str:
+    return f"{x:,.2f}" if x < 100 else f"{x:,.0f}"
+
+
+def main(args: argparse.Namespace) -> int:
+    import jinja2
+    import langfuse
+    import minijinja
+    import tiktoken
+    from langfuse.api import Prompt_Chat, Prompt_Text
+    from langfuse.model import ChatPromptClient, TextPromptClient
+
+    import promptops
+
+    versions = {
+        "promptops": promptops.__version__,
+        "jinja2": jinja2.__version__,
+        "minijinja": _dist_version("minijinja"),
+        "langfuse": langfuse.__version__ if hasattr(langfuse, "__version__") else _dist_version("langfuse"),
+        "tiktoken": _dist_version("tiktoken"),
+    }
+
+    t1_src, t1_vars, t1_expected = read("t1.txt"), load_json("t1_vars.json"), read("t1_expected.txt")
+    t2_src, t2_vars, t2_expected = read("t2.jinja"), load_json("t2_vars.json"), read("t2_expected.txt")
+    t2_lf = load_json("t2_langfuse.json")
+    corpus = read("corpus.txt")
+    expected_tokens = load_json("expected_tokens.json")
+
+    # promptops: a bundle built from the workload files, loaded once.
+    bundle_dir = Path(tempfile.mkdtemp(prefix="promptops-bench-"))
+    bundle = bundle_dir / "bench.json"
+    bundle.write_text(
+        json.dumps(
+            {
+                "format": "promptops.snapshot/1",
+                "project": "bench",
+                "revision": 1,
+                "prompts": [
+                    {
+                        "name": "bench/t1",
+                        "versions": [{"version": 1, "type": "text", "template": t1_src,
+                                      "config": {"model": "gpt-4o-mini"}}],
+                        "labels": {"production": 1},
+                    },
+                    {
+                        "name": "bench/t2",
+                        "versions": [{"version": 1, "type": "text", "template": t2_src,
+                                      "config": {"model": "gpt-4o-mini"}}],
+                        "labels": {"production": 1},
+                    },
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+    client = promptops.Client(bundle=bundle)
+    get = client.get
+    p1, p2 = get("bench/t1"), get("bench/t2")
+
+    # jinja2 and minijinja with the settings promptops renders with (strict
+    # undefined, no escaping, trim_blocks + lstrip_blocks, final newline kept).
+    jenv = jinja2.Environment(
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined, autoescape=False,
+    )
+    j1, j2 = jenv.from_string(t1_src), jenv.from_string(t2_src)
+    menv = minijinja.Environment(templates={"t1": t1_src, "t2": t2_src})
+    menv.trim_blocks = True
+    menv.lstrip_blocks = True
+    menv.keep_trailing_newline = True
+    menv.undefined_behavior = "strict"
+    mrender = menv.render_template
+
+    # langfuse: prompt clients built offline from the API objects get_prompt
+    # would return.
+    lf1 = TextPromptClient(
+        Prompt_Text(name="bench-t1", version=1, prompt=t1_src, config={}, labels=["production"], tags=[])
+    )
+    lf2 = ChatPromptClient(
+        Prompt_Chat(name="bench-t2", version=1, prompt=t2_lf["messages"], config={}, labels=["production"], tags=[])
+    )
+    rule, passage = t2_lf["citation_rule"], t2_lf["passage"]
+
+    def lf_t2() -> Any:
+        v = t2_vars
+        return lf2.compile(
+            assistant_name=v["assistant_name"], product=v["product"], today=v["today"], tone=v["tone"],
+            question=v["question"],
+            citation_rule=rule["true" if v["cite_sources"] else "false"],
+            passages="".join(passage.format(**c) for c in v["chunks"]),
+        )
+
+    def lf_t2_text(msgs: Any) -> str:
+        return "".join(f"<{m['role']}>\n{m['content']}</{m['role']}>\n" for m in msgs)
+
+    os.environ["TIKTOKEN_CACHE_DIR"] = tiktoken_cache_dir()
+    cl, o2 = tiktoken.get_encoding("cl100k_base"), tiktoken.get_encoding("o200k_base")
+    count = promptops.count_tokens
+
+    cases = [
+        Case("T1", "promptops", "get + render (client cache)", lambda: get("bench/t1").render(t1_vars).text),
+        Case("T1", "promptops", "render (Prompt held)", lambda: p1.render(t1_vars).text),
+        Case("T1", "jinja2", "render", lambda: j1.render(**t1_vars)),
+        Case("T1", "minijinja", "render_template", lambda: mrender("t1", **t1_vars)),
+        Case("T1", "langfuse", "TextPromptClient.compile", lambda: lf1.compile(**t1_vars)),
+        Case("T2", "promptops", "get + render (client cache)", lambda: get("bench/t2").render(t2_vars).text),
+        Case("T2", "promptops", "render (Prompt held)", lambda: p2.render(t2_vars).text),
+        Case("T2", "jinja2", "render", lambda: j2.render(**t2_vars)),
+        Case("T2", "minijinja", "render_template", lambda: mrender("t2", **t2_vars)),
+        Case("T2", "langfuse", "ChatPromptClient.compile (loop+if in caller)", lf_t2),
+        Case("cl100k_base", "promptops", "count_tokens(model=gpt-4)", lambda: count(corpus, "gpt-4")),
+        Case("cl100k_base", "tiktoken", "len(encode_ordinary)", lambda: len(cl.encode_ordinary(corpus))),
+        Case("cl100k_base", "tiktoken", "len(encode)", lambda: len(cl.encode(corpus))),
+        Case("o200k_base", "promptops", "count_tokens(model=gpt-4o)", lambda: count(corpus, "gpt-4o")),
+        Case("o200k_base", "tiktoken", "len(encode_ordinary)", lambda: len(o2.encode_ordinary(corpus))),
+        Case("o200k_base", "tiktoken", "len(encode)", lambda: len(o2.encode(corpus))),
+    ]
+
+    # Check every output before timing anything.
+    checks = {
+        "T1": t1_expected,
+        "T2": t2_expected,
+        "cl100k_base": expected_tokens["cl100k_base"],
+        "o200k_base": expected_tokens["o200k_base"],
+    }
+    for c in cases:
+        got = c.fn()
+        if c.library == "langfuse" and c.section == "T2":
+            got = lf_t2_text(got)
+        if got != checks[c.section]:
+            print(f"CHECK FAILED: {c.section} {c.library} {c.case}", file=sys.stderr)
+            print(repr(got)[:400], file=sys.stderr)
+            return 1
+    print("== outputs checked: every case matches the expected text / token count", flush=True)
+
+    load_start = os.getloadavg()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    for c in cases:
+        c.calibrate(args.warmup, args.batch_seconds)
+    for b in range(args.batches):
+        for c in cases:
+            c.batch()
+        print(f"   batch round {b + 1}/{args.batches} done", flush=True)
+    load_end = os.getloadavg()
+
+    # Results.
+    def med(section: str, library: str, case_prefix: str = "") -> float:
+        for c in cases:
+            if c.section == section and c.library == library and c.case.startswith(case_prefix):
+                w, _, n = c.median_batch()
+                return n / w
+        raise KeyError((section, library, case_prefix))
+
+    lines: List[str] = []
+    out = lines.append
+    out("| section | library | version | case | ops/s median | ops/s min – max | mean µs/op | cpu/wall | check |")
+    out("|---|---|---|---|---:|---:|---:|---:|---|")
+    for c in cases:
+        w, cpu, n = c.median_batch()
+        ops = c.ops()
+        out(
+            f"| {c.section} | {c.library} | {versions[c.library]} | {c.case} | {fmt_ops(n / w)} | "
+            f"{fmt_ops(min(ops))} – {fmt_ops(max(ops))} | {fmt_us(w / n * 1e6)} | {cpu / w:.2f} | ok |"
+        )
+    table = "\n".join(lines)
+
+    ratios = [
+        ("T2: promptops get+render vs minijinja render_template", med("T2", "promptops", "get"), med("T2", "minijinja"), "> 1"),
+        ("T2: promptops get+render vs jinja2 render", med("T2", "promptops", "get"), med("T2", "jinja2"), "≥ 4"),
+        ("T1: promptops get+render vs langfuse compile", med("T1", "promptops", "get"), med("T1", "langfuse"), "≥ 2.5"),
+        ("T1: promptops get+render vs minijinja render_template", med("T1", "promptops", "get"), med("T1", "minijinja"), "—"),
+        ("T1: promptops get+render vs jinja2 render", med("T1", "promptops", "get"), med("T1", "jinja2"), "—"),
+        ("T2: promptops get+render vs langfuse compile (loop+if in caller)", med("T2", "promptops", "get"), med("T2", "langfuse"), "—"),
+        ("cl100k_base: promptops count_tokens vs tiktoken encode_ordinary", med("cl100k_base", "promptops"), med("cl100k_base", "tiktoken", "len(encode_ordinary"), "≥ 2.5"),
+        ("o200k_base: promptops count_tokens vs tiktoken encode_ordinary", med("o200k_base", "promptops"), med("o200k_base", "tiktoken", "len(encode_ordinary"), "≥ 2.5"),
+    ]
+    rlines = ["| comparison | promptops ops/s | peer ops/s | ratio | goal |", "|---|---:|---:|---:|---|"]
+    for name, a, b, goal in ratios:
+        rlines.append(f"| {name} | {fmt_ops(a)} | {fmt_ops(b)} | {a / b:.2f}× | {goal} |")
+    rtable = "\n".join(rlines)
+    tok = (
+        f"Token counts of corpus.txt ({len(corpus.encode()):,} bytes): cl100k_base "
+        f"{count(corpus, 'gpt-4')} (promptops) = {len(cl.encode_ordinary(corpus))} (tiktoken) = "
+        f"{expected_tokens['cl100k_base']} (expected); o200k_base {count(corpus, 'gpt-4o')} = "
+        f"{len(o2.encode_ordinary(corpus))} = {expected_tokens['o200k_base']}."
+    )
+    print()
+    print(table)
+    print()
+    print(rtable)
+    print()
+    print(tok)
+
+    if args.write:
+        write_report(args, started, load_start, load_end, versions, table, rtable, tok)
+    return 0
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def rustc_version() -> str:
+    try:
+        return subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "?"
+
+
+def write_report(
+    args: argparse.Namespace,
+    started: datetime.datetime,
+    load_start: Tuple[float, float, float],
+    load_end: Tuple[float, float, float],
+    versions: Dict[str, str],
+    table: str,
+    rtable: str,
+    tok: str,
+) -> None:
+    cmd = "python3 benches/python_bench.py --write"
+    if args.batches != 5:
+        cmd += f" --batches {args.batches}"
+    if args.batch_seconds != 0.5:
+        cmd += f" --batch-seconds {args.batch_seconds}"
+    text = f"""# Benchmarks: the promptops Python package
+
+Measured with one command, from the repository root:
+
+```bash
+{cmd}
+```
+
+It builds the `promptops` wheel in release mode (`maturin build --release`),
+installs it with the pinned peers into a benchmark venv, checks every
+output against the shared workload's expected files, and times all cases in
+one process. Method as in `shared/bench-workload/BASELINE.md`: per case a
+0.2 s warm-up, then {args.batches} batches of about {args.batch_seconds} s,
+the cases taking turns batch by batch; median batch, slowest – fastest,
+mean µs per op of the median batch, and CPU time over wall time of the
+process in that batch (about 1.00: it had a core to itself).
+
+## Machine
+
+- run started {started.strftime('%Y-%m-%d %H:%M')} UTC
+- nproc: {os.cpu_count()}; CPU: {cpu_model()}
+- Python {platform.python_version()}; {rustc_version()}; {platform.system()} {platform.release()}
+- load average (1/5/15 min) at start {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}, at end {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f} (the benchmark keeps one core busy)
+
+## What is measured
+
+- **promptops get + render**: `client.get(name).render(vars).text`, the
+  prompt looked up in the client's in-memory store on every call (prompts
+  loaded once from a snapshot bundle built from `t1.txt` and `t2.jinja`),
+  variables copied into the engine, rendered in Rust with the GIL released,
+  the text returned as `str`. **render (Prompt held)** skips the lookup.
+- **jinja2** `Template.render(**vars)` and **minijinja** (the Python
+  package) `Environment.render_template(name, **vars)`: templates compiled
+  once, the same settings as promptops (strict undefined, no escaping,
+  `trim_blocks`, `lstrip_blocks`, final newline kept).
+- **langfuse** `TextPromptClient.compile` / `ChatPromptClient.compile` on
+  clients built offline from `Prompt_Text` / `Prompt_Chat` API objects (what
+  `get_prompt` returns from its cache). Langfuse templates only substitute
+  `{{{{var}}}}`: for T2 the loop over chunks and the if/else run in the
+  caller's Python (`t2_langfuse.json`), so that row is not the same work.
+- **Tokens**: `promptops.count_tokens(corpus, model)` (bpe-openai in Rust,
+  GIL released) vs `tiktoken` `len(enc.encode_ordinary(corpus))` and
+  `len(enc.encode(corpus))`. tiktoken downloads its BPE files from the
+  internet, which these machines cannot reach; the benchmark gives it the
+  same files from the `tiktoken-rs` crate the workspace already locks
+  (byte-identical: tiktoken checks them against the SHA-256 it pins), via a
+  private `TIKTOKEN_CACHE_DIR`. tiktoken then runs exactly as with a warm
+  cache.
+
+## Results
+
+{table}
+
+### Ratios (medians of this run)
+
+{rtable}
+
+{tok}
+
+Versions: promptops {versions['promptops']}, jinja2 {versions['jinja2']}, minijinja {versions['minijinja']}, langfuse {versions['langfuse']}, tiktoken {versions['tiktoken']}.
+"""
+    path = REPO / "BENCHMARKS-python.md"
+    path.write_text(text, encoding="utf-8")
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--write", action="store_true", help="write BENCHMARKS-python.md")
+    ap.add_argument("--batches", type=int, default=5)
+    ap.add_argument("--batch-seconds", type=float, default=0.5)
+    ap.add_argument("--warmup", type=float, default=0.2)
+    ap.add_argument("--in-venv", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if not a.in_venv:
+        setup_and_reexec(sys.argv[1:])
+    sys.exit(main(a))
