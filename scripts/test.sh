@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test of promptops: Rust (unit, integration, shared vectors,
-# doc tests), then the Python and Node suites when their scripts exist.
-# Installs what it needs. Usage: ./scripts/test.sh
+# delivery against real Redis, the registry against SQLite, PostgreSQL and
+# Redis, doc tests), the main job, then the Python and Node suites.
+# Installs what it needs (Debian redis-server and postgresql, PyPI and npm
+# packages). Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+
+echo "== services: redis-server and PostgreSQL on loopback (installed if missing)"
+eval "$(scripts/services.sh start)"
+trap 'scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
 
 echo "== rust: format and lints"
 cargo fmt --all -- --check

@@ -666,7 +666,9 @@ fn broken_new_version_keeps_serving_the_last_good_one() {
     );
     assert_eq!(client.get("m/new").unwrap().version(), 1);
     // The store remembers the registry's hash, not the patched one.
-    assert_eq!(client.snapshot().unwrap().data().hash, bad.hash);
+    let snap = client.snapshot().unwrap();
+    assert_eq!(snap.hash(), bad.hash);
+    assert_eq!(**snap.registry_data(), bad);
     // With no good version to fall back on, the lookup reports the error.
     let fresh = Client::builder().project("p").build().unwrap();
     fresh.apply(Update::Snapshot(bad), Source::Memory).unwrap();

@@ -76,6 +76,17 @@ pub struct ClientBuilder {
     limits: Limits,
     prices: Vec<ModelPrice>,
     strict: bool,
+    /// Routing, telemetry and provider settings (see `crate::route`).
+    pub(crate) engine: crate::route::client::EngineConfig,
+    server: Option<String>,
+    api_key: Option<String>,
+    redis: Option<String>,
+    cache_dir: Option<PathBuf>,
+    startup_wait: std::time::Duration,
+    #[cfg(feature = "sync")]
+    sync_tuning: Option<crate::sync::SyncOptions>,
+    #[cfg(feature = "sync")]
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl ClientBuilder {
@@ -116,6 +127,56 @@ impl ClientBuilder {
         self
     }
 
+    /// The registry to sync from (`http://host:8700`): a snapshot with
+    /// ETag, then the SSE stream of changes. Needs the `sync` feature.
+    pub fn server(mut self, url: impl Into<String>) -> Self {
+        self.server = Some(url.into());
+        self
+    }
+
+    /// The API key sent to the registry (`Authorization: Bearer …`).
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// Redis to sync from (`redis://host:6379`): the project's snapshot key
+    /// and change channel. Needs the `redis` feature.
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.redis = Some(url.into());
+        self
+    }
+
+    /// Where the last-known-good snapshot is kept (written atomically on
+    /// every accepted update, read at start).
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// How long `build` may wait for the registry's first answer (default
+    /// 0: serve what disk and bundle hold now, update when it answers).
+    pub fn startup_wait(mut self, wait: std::time::Duration) -> Self {
+        self.startup_wait = wait;
+        self
+    }
+
+    /// Run sync tasks on this tokio runtime (default: a one-thread runtime
+    /// of the client's own).
+    #[cfg(feature = "sync")]
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
+    /// Fine-tune sync (poll interval, backoff, timeouts, streaming on/off).
+    /// Project, server, key, Redis and cache dir still come from the builder.
+    #[cfg(feature = "sync")]
+    pub fn sync_options(mut self, opts: crate::sync::SyncOptions) -> Self {
+        self.sync_tuning = Some(opts);
+        self
+    }
+
     /// Fail `build` on any load diagnostic (default: report them and load
     /// the rest).
     pub fn strict(mut self, strict: bool) -> Self {
@@ -150,8 +211,24 @@ impl ClientBuilder {
             .clone()
             .or_else(|| bundle.as_ref().map(|b| b.project.clone()))
             .or_else(|| dir.as_ref().map(|d| d.snapshot.project.clone()));
-        let store = Store::new(project.clone(), self.limits);
+        let store = Arc::new(Store::new(project.clone(), self.limits));
         let mut load_diags: Vec<Diagnostic> = Vec::new();
+        let live = self.server.is_some() || self.redis.is_some();
+        if live && project.is_none() {
+            return Err(Error::Config(
+                "a project is required to sync from a registry or Redis".into(),
+            ));
+        }
+        // The last-known-good copy on disk, the shipped bundle and the
+        // prompt directory all load now; newer data wins in the store.
+        if let (Some(dir), Some(p)) = (&self.cache_dir, &project)
+            && let Some((snap, _etag)) = crate::sync::DiskCache::new(dir, p).load()
+        {
+            match store.apply(Update::Snapshot(snap), Source::Disk) {
+                Ok(out) => load_diags.extend(out.diagnostics),
+                Err(e) => tracing::warn!(target: "promptops", "ignoring the disk cache: {e}"),
+            }
+        }
         if let Some(b) = bundle {
             let out = store.apply(Update::Snapshot(b), Source::Bundle)?;
             load_diags.extend(out.diagnostics);
@@ -166,7 +243,23 @@ impl ClientBuilder {
         {
             return Err(first.error.clone());
         }
-        Ok(Client {
+        let status = Arc::new(crate::sync::StatusCell::default());
+        let sync_cfg = SyncConfig {
+            project: project.clone().unwrap_or_default(),
+            server: self.server,
+            api_key: self.api_key,
+            redis: self.redis,
+            cache_dir: self.cache_dir,
+            #[cfg(feature = "sync")]
+            tuning: self.sync_tuning,
+            #[cfg(feature = "sync")]
+            runtime: self.runtime,
+        };
+        let engine = Arc::new(crate::route::client::Engine::new(
+            self.engine,
+            project.as_deref(),
+        ));
+        let client = Client {
             inner: Arc::new(Inner {
                 store,
                 default_label,
@@ -174,18 +267,51 @@ impl ClientBuilder {
                 project,
                 load_diagnostics: load_diags,
                 limits: self.limits,
+                status,
+                sync: std::sync::Mutex::new(None),
+                sync_cfg,
+                engine,
             }),
-        })
+        };
+        if live {
+            client.start_sync()?;
+            if !self.startup_wait.is_zero() {
+                client.inner.status.wait_for_live_data(self.startup_wait);
+            }
+        }
+        Ok(client)
     }
 }
 
+/// Live-sync settings kept so sync can be restarted (after `fork()`).
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "sync"), allow(dead_code))]
+struct SyncConfig {
+    project: String,
+    server: Option<String>,
+    api_key: Option<String>,
+    redis: Option<String>,
+    cache_dir: Option<PathBuf>,
+    #[cfg(feature = "sync")]
+    tuning: Option<crate::sync::SyncOptions>,
+    #[cfg(feature = "sync")]
+    runtime: Option<tokio::runtime::Handle>,
+}
+
 struct Inner {
-    store: Store,
+    store: Arc<Store>,
     default_label: String,
     pricing: Arc<PricingTable>,
     project: Option<String>,
     load_diagnostics: Vec<Diagnostic>,
     limits: Limits,
+    status: Arc<crate::sync::StatusCell>,
+    #[cfg(feature = "sync")]
+    sync: std::sync::Mutex<Option<crate::sync::Syncer>>,
+    #[cfg(not(feature = "sync"))]
+    sync: std::sync::Mutex<Option<()>>,
+    sync_cfg: SyncConfig,
+    engine: Arc<crate::route::client::Engine>,
 }
 
 /// The in-process SDK client. Cheap to clone (shares one store).
@@ -208,13 +334,18 @@ impl Client {
         ClientBuilder::default()
     }
 
+    /// Routing and telemetry state (see `crate::route`).
+    pub(crate) fn engine(&self) -> &crate::route::client::Engine {
+        &self.inner.engine
+    }
+
     /// The project, once known.
     pub fn project(&self) -> Option<&str> {
         self.inner.project.as_deref()
     }
 
     /// The store sources push into.
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &Arc<Store> {
         &self.inner.store
     }
 
@@ -251,6 +382,78 @@ impl Client {
         self.inner.store.on_change(f)
     }
 
+    /// Live delivery status: `initializing`, `valid`, `interrupted` (serving
+    /// last-known-good data; see `data_age`), or `off`, with the last error.
+    /// A client without live sources reports `valid` once data is loaded
+    /// and `off` before.
+    pub fn status(&self) -> crate::sync::SyncStatus {
+        let mut s = self.inner.status.snapshot();
+        if s.sources.is_empty() && self.inner.store.current().is_some() {
+            s.status = crate::sync::Status::Valid;
+        }
+        s
+    }
+
+    /// Called whenever the overall status changes.
+    pub fn on_status(&self, f: impl Fn(&crate::sync::SyncStatus) + Send + Sync + 'static) {
+        self.inner.status.on_change(f)
+    }
+
+    /// Start (or restart) the live sources. `build` calls this; call it
+    /// again in a child process after `fork()`, where the parent's sync
+    /// threads do not exist.
+    pub fn start_sync(&self) -> Result<()> {
+        #[cfg(feature = "sync")]
+        {
+            let cfg = &self.inner.sync_cfg;
+            let mut opts = cfg
+                .tuning
+                .clone()
+                .unwrap_or_else(|| crate::sync::SyncOptions::new(cfg.project.clone()));
+            opts.project.clone_from(&cfg.project);
+            opts.server.clone_from(&cfg.server);
+            opts.api_key.clone_from(&cfg.api_key);
+            opts.redis_url.clone_from(&cfg.redis);
+            opts.cache_dir.clone_from(&cfg.cache_dir);
+            if !opts.is_live() {
+                return Ok(());
+            }
+            let mut slot = self.inner.sync.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(old) = slot.take() {
+                old.abandon_after_fork();
+            }
+            *slot = Some(crate::sync::Syncer::start(
+                self.inner.store.clone(),
+                self.inner.status.clone(),
+                opts,
+                cfg.runtime.clone(),
+            )?);
+            Ok(())
+        }
+        #[cfg(not(feature = "sync"))]
+        {
+            let cfg = &self.inner.sync_cfg;
+            if cfg.server.is_some() || cfg.redis.is_some() {
+                return Err(Error::Config(
+                    "live sync needs promptops-core built with the `sync` feature".into(),
+                ));
+            }
+            Ok(())
+        }
+    }
+
+    /// Stop live sync (idempotent). Lookups keep serving what is loaded.
+    pub fn close(&self) {
+        let mut slot = self.inner.sync.lock().unwrap_or_else(|p| p.into_inner());
+        #[cfg(feature = "sync")]
+        if let Some(mut s) = slot.take() {
+            s.close();
+        }
+        #[cfg(not(feature = "sync"))]
+        slot.take();
+        self.inner.status.close();
+    }
+
     /// The prompt under the default label (`production`).
     pub fn get(&self, name: &str) -> Result<Prompt> {
         self.get_with(name, &GetOptions::default())
@@ -281,6 +484,13 @@ impl Client {
             selector,
         };
         let Some(snap) = self.inner.store.current() else {
+            let st = self.inner.status.snapshot();
+            if !st.sources.is_empty() {
+                return Err(Error::RegistryUnavailable(match st.last_error {
+                    Some(e) => format!("no data for `{name}` yet: {e}"),
+                    None => format!("no data for `{name}` yet: the registry has not answered"),
+                }));
+            }
             return Err(not_found("no prompts loaded yet".into()));
         };
         let Some(p) = snap.prompts.get(name) else {
@@ -332,6 +542,7 @@ impl Client {
             pricing: self.inner.pricing.clone(),
             revision,
             snapshot_hash: Some(hash),
+            telemetry: self.inner.engine.telemetry.clone(),
         })
     }
 
@@ -376,6 +587,7 @@ impl Client {
             pricing: self.inner.pricing.clone(),
             revision: 0,
             snapshot_hash: None,
+            telemetry: self.inner.engine.telemetry.clone(),
         })
     }
 }

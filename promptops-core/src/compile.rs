@@ -154,6 +154,8 @@ pub(crate) struct CompiledPrompt {
     /// label → why the prompt cannot be served under it (include problems).
     pub broken: HashMap<String, Error>,
     pub policy: Option<serde_json::Value>,
+    /// The parsed policy (or why it is invalid), see `crate::route`.
+    pub route_policy: Option<Result<Arc<crate::route::Policy>, Error>>,
 }
 
 impl CompiledPrompt {
@@ -168,7 +170,12 @@ impl CompiledPrompt {
 
 /// A compiled snapshot: what the store swaps atomically and readers use.
 pub struct CompiledSnapshot {
+    /// What is served: the registry's data, except where a broken new
+    /// version was replaced by the last good one (see `Store::apply`).
     pub(crate) data: Arc<SnapshotData>,
+    /// The registry's data exactly as received (deltas apply to this, the
+    /// disk cache stores this, `hash` is its hash).
+    pub(crate) raw: Arc<SnapshotData>,
     pub(crate) hash: Arc<str>,
     /// Label names by label id (interned: lookups hand out clones).
     pub(crate) label_names: Vec<Arc<str>>,
@@ -194,8 +201,20 @@ impl std::fmt::Debug for CompiledSnapshot {
 }
 
 impl CompiledSnapshot {
+    /// The data being served.
     pub fn data(&self) -> &SnapshotData {
         &self.data
+    }
+
+    /// The registry's data exactly as received: equal to [`data`](Self::data)
+    /// unless a broken new version is being held back.
+    pub fn registry_data(&self) -> &Arc<SnapshotData> {
+        &self.raw
+    }
+
+    /// The registry's content hash of this snapshot.
+    pub fn hash(&self) -> &str {
+        &self.hash
     }
 
     pub fn diagnostics(&self) -> &[Diagnostic] {
@@ -229,6 +248,20 @@ impl CompiledSnapshot {
     /// Compile a snapshot. Never fails as a whole: problems become
     /// diagnostics and per-prompt errors.
     pub fn compile(data: SnapshotData, limits: Limits, source: Source) -> CompiledSnapshot {
+        Self::compile_from(data, limits, source, None)
+    }
+
+    /// Compile `data`, reusing what `base` already compiled for prompts
+    /// whose records are unchanged: an update that touches one prompt
+    /// compiles one prompt. Templates of versions no longer carried are
+    /// dropped from the environment.
+    pub fn compile_from(
+        data: SnapshotData,
+        limits: Limits,
+        source: Source,
+        base: Option<&CompiledSnapshot>,
+    ) -> CompiledSnapshot {
+        let base = base.filter(|b| b.limits == limits);
         let data = Arc::new(data);
         // Label ids: latest = 0, production = 1, then the rest sorted.
         let mut label_names: Vec<String> = vec![LATEST_LABEL.into(), DEFAULT_LABEL.into()];
@@ -260,7 +293,10 @@ impl CompiledSnapshot {
         }
         let resolution = Arc::new(resolution);
 
-        let mut env = new_environment(limits);
+        let mut env = match base {
+            Some(b) => b.env.clone(),
+            None => new_environment(limits),
+        };
         let res = resolution.clone();
         env.set_path_join_callback(move |name, _parent| {
             if name.contains('@') {
@@ -277,8 +313,52 @@ impl CompiledSnapshot {
         let mut prompts = HashMap::with_capacity_and_hasher(data.prompts.len(), Default::default());
         let mut dedupe = Dedupe::default();
         for p in &data.prompts {
-            let compiled = compile_prompt(&mut env, p, &mut diagnostics, &mut dedupe);
+            let reuse = base.and_then(|b| {
+                let same = b.data.prompt(&p.name).is_some_and(|old| old == p);
+                same.then(|| b.prompts.get(&p.name)).flatten()
+            });
+            let compiled = match reuse {
+                Some(old) => {
+                    for (v, cv) in &old.versions {
+                        if let Some(e) = cv.first_error() {
+                            diagnostics.push(Diagnostic {
+                                prompt: p.name.clone(),
+                                version: Some(*v),
+                                label: None,
+                                error: e.clone(),
+                            });
+                        }
+                    }
+                    CompiledPrompt {
+                        versions: old.versions.clone(),
+                        labels: old.labels.clone(),
+                        latest: old.latest,
+                        broken: HashMap::default(),
+                        policy: old.policy.clone(),
+                        route_policy: None,
+                    }
+                }
+                None => compile_prompt(&mut env, p, &mut diagnostics, &mut dedupe),
+            };
             prompts.insert(p.name.clone(), compiled);
+        }
+        if base.is_some() {
+            drop_unused_templates(&mut env, &prompts);
+        }
+
+        // Routing policies: parsed once here; a bad one is a diagnostic.
+        for (name, res) in crate::route::compile_policies(&data) {
+            if let Err(e) = &res {
+                diagnostics.push(Diagnostic {
+                    prompt: name.clone(),
+                    version: None,
+                    label: None,
+                    error: e.clone(),
+                });
+            }
+            if let Some(p) = prompts.get_mut(&name) {
+                p.route_policy = Some(res);
+            }
         }
 
         // Include checks, per label.
@@ -287,6 +367,7 @@ impl CompiledSnapshot {
         }
 
         CompiledSnapshot {
+            raw: data.clone(),
             hash: Arc::from(data.hash.as_str()),
             label_names: label_names.iter().map(|l| Arc::from(l.as_str())).collect(),
             data,
@@ -323,6 +404,42 @@ pub(crate) fn new_environment(limits: Limits) -> Environment<'static> {
     env.set_fuel(limits.fuel);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env
+}
+
+/// Remove templates no compiled version refers to (left over from versions
+/// an update dropped), so a long-lived store does not grow.
+fn drop_unused_templates(env: &mut Environment<'static>, prompts: &HashMap<String, CompiledPrompt>) {
+    fn add<'a>(used: &mut std::collections::HashSet<&'a str>, b: &'a Result<CompiledBody, Error>) {
+        match b {
+            Ok(CompiledBody::Text(n)) => {
+                used.insert(n.as_str());
+            }
+            Ok(CompiledBody::Chat(ms)) => {
+                for (_, _, n) in ms {
+                    used.insert(n.as_str());
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    let mut used = std::collections::HashSet::new();
+    for p in prompts.values() {
+        for cv in p.versions.values() {
+            add(&mut used, &cv.body);
+            for v in cv.variants.values() {
+                add(&mut used, &v.body);
+            }
+        }
+    }
+    let unused: Vec<String> = env
+        .templates()
+        .map(|(n, _)| n)
+        .filter(|n| !used.contains(n))
+        .map(String::from)
+        .collect();
+    for n in unused {
+        env.remove_template(&n);
+    }
 }
 
 /// Template sources already compiled in this environment → their names.
@@ -366,6 +483,7 @@ fn compile_prompt(
         latest: p.latest().unwrap_or(0),
         broken: HashMap::default(),
         policy: p.policy.clone(),
+        route_policy: None,
     }
 }
 

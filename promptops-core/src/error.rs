@@ -119,6 +119,56 @@ pub enum Error {
 
     #[error("I/O error on {}: {message}", .path.display())]
     Io { path: PathBuf, message: String },
+
+    /// A routing policy is invalid: `field` names the offending part
+    /// (`strategy`, `targets[2].weight`, `fallback_prompt`, …).
+    #[error("invalid routing policy{}: field `{field}`: {message}", fmt_prompt(.prompt))]
+    Policy {
+        prompt: Option<String>,
+        field: String,
+        message: String,
+    },
+
+    /// A valid policy found no target it may use (every circuit open, no
+    /// target within the budget or the context window).
+    #[error("no route for {prompt}: {message}")]
+    NoRoute { prompt: String, message: String },
+
+    /// A provider call failed (after every failover attempt, `attempts`
+    /// counts them). `error_type` is one of `connect`, `timeout`,
+    /// `ttft_timeout`, `rate_limited`, `server_error`, `client_error`,
+    /// `malformed_response`, `stream_error`, `auth`, `unsupported_provider`.
+    #[error("{provider} call to `{model}` failed ({error_type}{}): {message}{}", fmt_status(*.status), fmt_attempts(*.attempts))]
+    Provider {
+        provider: String,
+        model: String,
+        error_type: String,
+        status: Option<u16>,
+        message: String,
+        attempts: u32,
+    },
+}
+
+fn fmt_prompt(p: &Option<String>) -> String {
+    match p {
+        Some(p) => format!(" of {p}"),
+        None => String::new(),
+    }
+}
+
+fn fmt_status(s: Option<u16>) -> String {
+    match s {
+        Some(s) => format!(", HTTP {s}"),
+        None => String::new(),
+    }
+}
+
+fn fmt_attempts(n: u32) -> String {
+    if n > 1 {
+        format!(" (after {n} attempts)")
+    } else {
+        String::new()
+    }
 }
 
 fn fmt_pos(p: Option<Position>) -> String {
@@ -153,13 +203,16 @@ impl Error {
             Error::Config(_) => "CONFIG_ERROR",
             Error::RegistryUnavailable(_) => "REGISTRY_UNAVAILABLE",
             Error::Io { .. } => "IO_ERROR",
+            Error::Policy { .. } => "POLICY_ERROR",
+            Error::NoRoute { .. } => "NO_ROUTE",
+            Error::Provider { .. } => "PROVIDER_ERROR",
         }
     }
 
     /// The error's fields as a flat JSON object (`kind`, `message`, and
     /// whichever of `prompt`, `version`, `part`, `line`, `column`,
-    /// `variable`, `field`, `file`, `label`, `cycle`, `limit`, `model`
-    /// apply). Bindings attach these to their exceptions, so every language
+    /// `variable`, `field`, `file`, `label`, `cycle`, `limit`, `model`,
+    /// `provider`, `error_type`, `status`, `attempts` apply). Bindings attach these to their exceptions, so every language
     /// sees the same details.
     pub fn details(&self) -> serde_json::Map<String, serde_json::Value> {
         use serde_json::{Value, json};
@@ -226,6 +279,25 @@ impl Error {
                 put("limit", json!(limit));
             }
             Error::Io { path, .. } => put("file", json!(path.display().to_string())),
+            Error::Policy { prompt, field, .. } => {
+                put("prompt", json!(prompt));
+                put("field", json!(field));
+            }
+            Error::NoRoute { prompt, .. } => put("prompt", json!(prompt)),
+            Error::Provider {
+                provider,
+                model,
+                error_type,
+                status,
+                attempts,
+                ..
+            } => {
+                put("provider", json!(provider));
+                put("model", json!(model));
+                put("error_type", json!(error_type));
+                put("status", json!(status));
+                put("attempts", json!(attempts));
+            }
             Error::Snapshot(_) | Error::Config(_) | Error::RegistryUnavailable(_) => {}
         }
         m

@@ -25,9 +25,14 @@ pub mod format;
 pub mod model;
 pub mod pricing;
 pub mod prompt;
+#[cfg(feature = "providers")]
+pub mod provider;
+pub mod route;
 pub mod schema;
 pub mod snapshot;
 pub mod store;
+pub mod sync;
+pub mod telemetry;
 pub mod tokens;
 
 pub use client::{Client, ClientBuilder, Fallback, GetOptions};
@@ -41,9 +46,15 @@ pub use model::{
 };
 pub use pricing::{ModelPrice, PricingTable};
 pub use prompt::{Prompt, Rendered};
+pub use route::{
+    Decision, Outcome, Policy, RouteOptions, Routed, Router, RouterConfig, Strategy, Target,
+    validate_policy,
+};
 pub use schema::InputSchema;
 pub use snapshot::{Delta, SNAPSHOT_FORMAT, SnapshotData};
 pub use store::{ApplyOutcome, Change, Store, Update};
+pub use sync::{Status, SyncStatus};
+pub use telemetry::{Telemetry, TelemetryConfig};
 pub use tokens::{Encoding, TokenCount};
 
 /// Turn anything serde can serialise into a template [`Value`].

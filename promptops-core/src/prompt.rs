@@ -27,6 +27,8 @@ pub struct Prompt {
     pub(crate) pricing: Arc<PricingTable>,
     pub(crate) revision: u64,
     pub(crate) snapshot_hash: Option<Arc<str>>,
+    /// Where render events go, when telemetry is on.
+    pub(crate) telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 /// Who owns the environment the prompt's templates live in: the snapshot,
@@ -89,6 +91,15 @@ impl Prompt {
     /// The revision of the snapshot it came from (0 for local data).
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// When the snapshot it came from was loaded into this process (`None`
+    /// for a fallback); with [`revision`](Self::revision), how current it is.
+    pub fn snapshot_loaded_at(&self) -> Option<std::time::SystemTime> {
+        match &self.env_owner {
+            EnvOwner::Snapshot(s) => Some(s.loaded_at),
+            EnvOwner::Fallback(_) => None,
+        }
     }
 
     /// The content hash of the snapshot it came from (`None` for a fallback).
@@ -189,6 +200,18 @@ impl Prompt {
     /// into one with [`crate::to_value`]). Variables are validated
     /// against the input schema and its defaults applied first.
     pub fn render(&self, vars: &Value) -> Result<Rendered> {
+        match &self.telemetry {
+            None => self.render_inner(vars),
+            Some(t) => {
+                let start = std::time::Instant::now();
+                let r = self.render_inner(vars);
+                crate::route::client::record_render(t, self, &r, start.elapsed());
+                r
+            }
+        }
+    }
+
+    fn render_inner(&self, vars: &Value) -> Result<Rendered> {
         let cv = &*self.version;
         let (body, config) = match &self.variant {
             Some(v) => {

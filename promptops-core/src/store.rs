@@ -119,10 +119,10 @@ impl Store {
                         "a delta arrived before any snapshot".into(),
                     ));
                 };
-                if d.revision <= old.data().revision {
+                if d.revision <= old.raw.revision {
                     return Ok(self.ignored(old));
                 }
-                old.data().apply_delta(&d)?
+                old.raw.apply_delta(&d)?
             }
         };
         if let Some(p) = &self.project
@@ -134,23 +134,22 @@ impl Store {
             )));
         }
         if let Some(old) = &old {
-            let od = old.data();
+            let od = &old.raw;
             if data.revision < od.revision || (data.revision == od.revision && data.hash == od.hash)
             {
                 return Ok(self.ignored(old));
             }
         }
-        let mut compiled = CompiledSnapshot::compile(data, self.limits, source);
+        let mut compiled =
+            CompiledSnapshot::compile_from(data, self.limits, source, old.as_deref());
         if let Some(old) = &old
             && let Some(patched) = keep_last_good(&compiled, old)
         {
             let diags = compiled.diagnostics.clone();
             let mut recompiled = CompiledSnapshot::compile(patched.0, self.limits, source);
-            // The recompiled snapshot's hash must be the registry's, so that
-            // comparisons with the registry stay meaningful.
-            Arc::make_mut(&mut recompiled.data)
-                .hash
-                .clone_from(&compiled.data.hash);
+            // Served data is patched; the registry's data and hash are kept
+            // as they arrived (deltas build on them, the disk cache stores them).
+            recompiled.raw = compiled.raw.clone();
             recompiled.hash = compiled.hash.clone();
             recompiled.diagnostics = diags;
             recompiled.diagnostics.extend(patched.1);
@@ -167,8 +166,8 @@ impl Store {
             applied: true,
             changes: changes.clone(),
             diagnostics: compiled.diagnostics.clone(),
-            revision: compiled.data.revision,
-            hash: compiled.data.hash.clone(),
+            revision: compiled.raw.revision,
+            hash: compiled.raw.hash.clone(),
         };
         self.current.store(Some(Arc::new(compiled)));
         if !changes.is_empty() {
@@ -187,8 +186,8 @@ impl Store {
             applied: false,
             changes: Vec::new(),
             diagnostics: Vec::new(),
-            revision: current.data().revision,
-            hash: current.data().hash.clone(),
+            revision: current.raw.revision,
+            hash: current.raw.hash.clone(),
         }
     }
 }
@@ -199,6 +198,12 @@ fn keep_last_good(
     new: &CompiledSnapshot,
     old: &CompiledSnapshot,
 ) -> Option<(SnapshotData, Vec<Diagnostic>)> {
+    let any_bad = new.prompts.values().any(|p| {
+        !p.broken.is_empty() || p.versions.values().any(|v| v.first_error().is_some())
+    });
+    if !any_bad {
+        return None;
+    }
     let mut data = (*new.data).clone();
     let mut diags = Vec::new();
     for p in data.prompts.iter_mut() {

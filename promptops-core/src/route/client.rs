@@ -1,0 +1,402 @@
+//! Routing through the [`Client`]: `route` (decision + rendered messages,
+//! for callers with their own HTTP client) and `record` (feed outcomes back).
+
+use std::sync::Arc;
+
+use minijinja::Value;
+
+use crate::client::{Client, ClientBuilder, GetOptions};
+use crate::error::{Error, Result};
+use crate::model::Message;
+use crate::prompt::{EnvOwner, Prompt, Rendered};
+use crate::telemetry::{Event, EventKind, Telemetry, TelemetryConfig};
+use crate::tokens;
+
+use super::policy::{Policy, Target};
+use super::router::{Decision, Estimate, Outcome, RouteInput, Router, RouterConfig};
+
+/// Routing, telemetry (and, with `providers`, HTTP) settings of a client.
+#[derive(Debug, Default)]
+pub struct EngineConfig {
+    pub router: Option<RouterConfig>,
+    pub telemetry: Option<TelemetryConfig>,
+    #[cfg(feature = "providers")]
+    pub providers: crate::provider::ProvidersConfig,
+}
+
+/// The routing state a client owns.
+#[derive(Debug)]
+pub struct Engine {
+    pub router: Router,
+    pub telemetry: Option<Arc<Telemetry>>,
+    #[cfg(feature = "providers")]
+    pub(crate) providers: crate::provider::Providers,
+}
+
+impl Engine {
+    pub(crate) fn new(cfg: EngineConfig, project: Option<&str>) -> Engine {
+        let telemetry = cfg.telemetry.map(|mut t| {
+            if t.project.is_none() {
+                t.project = project.map(String::from);
+            }
+            Arc::new(Telemetry::new(t))
+        });
+        Engine {
+            router: Router::new(cfg.router.unwrap_or_default()),
+            telemetry,
+            #[cfg(feature = "providers")]
+            providers: crate::provider::Providers::new(cfg.providers),
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Router settings: clock, seed, EWMA factor, breaker.
+    pub fn router(mut self, cfg: RouterConfig) -> Self {
+        self.engine.router = Some(cfg);
+        self
+    }
+
+    /// Turn telemetry on (renders, decisions and calls are recorded).
+    pub fn telemetry(mut self, cfg: TelemetryConfig) -> Self {
+        self.engine.telemetry = Some(cfg);
+        self
+    }
+}
+
+/// Options of [`Client::route_with`] (and `complete_with`).
+#[derive(Debug, Clone, Default)]
+pub struct RouteOptions {
+    /// The sticky key (user id, session id, …).
+    pub key: Option<String>,
+    /// The label to look the prompt up under (default: the client's).
+    pub label: Option<String>,
+    /// Caller attributes attached to telemetry events (masked on export).
+    pub attributes: Vec<(String, String)>,
+}
+
+impl RouteOptions {
+    pub fn key(key: impl Into<String>) -> Self {
+        RouteOptions {
+            key: Some(key.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// A routing decision with the prompt rendered for the chosen target.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub decision: Decision,
+    /// The prompt as rendered (pinned version / variant of the target).
+    pub prompt: Prompt,
+    pub rendered: Rendered,
+}
+
+impl Routed {
+    pub fn target(&self) -> &Target {
+        self.decision.target()
+    }
+
+    /// The rendered messages (a text prompt becomes one `user` message).
+    pub fn messages(&self) -> Vec<Message> {
+        messages_of(&self.rendered)
+    }
+}
+
+pub(crate) fn messages_of(r: &Rendered) -> Vec<Message> {
+    match (&r.messages, &r.text) {
+        (Some(m), _) => m.clone(),
+        (None, Some(t)) => vec![Message {
+            role: "user".into(),
+            content: t.clone(),
+            name: None,
+        }],
+        (None, None) => Vec::new(),
+    }
+}
+
+impl Prompt {
+    /// The parsed routing policy stored with this prompt (`None` without
+    /// one; `Some(Err)` when it is invalid — the load diagnostics say so too).
+    pub fn route_policy(&self) -> Option<Result<Arc<Policy>>> {
+        match &self.env_owner {
+            EnvOwner::Snapshot(s) => s.prompts.get(self.name())?.route_policy.clone(),
+            EnvOwner::Fallback(_) => None,
+        }
+    }
+}
+
+impl Client {
+    pub(crate) fn router(&self) -> &Router {
+        &self.engine().router
+    }
+
+    /// The routing stats and breakers of this client.
+    pub fn routing(&self) -> &Router {
+        self.router()
+    }
+
+    /// The telemetry recorder, when telemetry is on.
+    pub fn telemetry(&self) -> Option<&Arc<Telemetry>> {
+        self.engine().telemetry.as_ref()
+    }
+
+    /// The policy that routes `base`: its own (when it applies to the
+    /// label), else a one-target policy from its config.
+    pub(crate) fn policy_for(&self, base: &Prompt) -> Result<Arc<Policy>> {
+        if let Some(p) = base.route_policy() {
+            let p = p?;
+            if p.applies_to(base.label()) {
+                p.check_models(self.pricing(), Some(base.name()))?;
+                return Ok(p);
+            }
+        }
+        let cfg = base.config();
+        let Some(model) = cfg.model.as_deref() else {
+            return Err(Error::NoRoute {
+                prompt: base.name().to_string(),
+                message: "the prompt has no routing policy and its config names no model".into(),
+            });
+        };
+        let (prefix, bare) = match model.split_once('/') {
+            Some((p, m)) => (Some(p), m),
+            None => (None, model),
+        };
+        let provider = cfg
+            .provider
+            .as_deref()
+            .or(prefix)
+            .map(String::from)
+            .or_else(|| self.pricing().get(bare).map(|p| p.provider.clone()))
+            .ok_or_else(|| Error::NoRoute {
+                prompt: base.name().to_string(),
+                message: format!("no provider for model `{model}`: set `provider` in the config"),
+            })?;
+        Ok(Arc::new(Policy::single(base.name(), &provider, bare)))
+    }
+
+    /// The prompt a target renders: its pinned version, its variant (or the
+    /// variant meant for its model).
+    pub(crate) fn prompt_for_target(&self, base: &Prompt, t: &Target, ti: usize) -> Result<Prompt> {
+        let p = match t.version {
+            Some(v) if v != base.version() => {
+                self.get_with(base.name(), &GetOptions::version(v))?
+            }
+            _ => base.clone(),
+        };
+        match &t.variant {
+            Some(var) => p.variant(var).map_err(|e| Error::Policy {
+                prompt: Some(base.name().to_string()),
+                field: format!("targets[{ti}].variant"),
+                message: e.to_string(),
+            }),
+            None => Ok(p.for_model(&t.model)),
+        }
+    }
+
+    fn estimate(&self, policy: &Policy, t: &Target, r: &Rendered) -> Option<Estimate> {
+        let price = self.pricing().get(&t.model)?;
+        let count = tokens::count_input(r.text.as_deref(), r.messages.as_deref(), Some(&t.model));
+        let input = count.count as u64;
+        let output = policy
+            .expected_output_tokens
+            .or(r.config.max_tokens)
+            .unwrap_or(0) as u64;
+        let fits = price.context_window.is_none_or(|w| input + output <= w);
+        Some(Estimate {
+            input_tokens: input,
+            exact: count.exact,
+            output_tokens: output,
+            predicted_cost_usd: price.cost(input, output, 0),
+            context_window: price.context_window,
+            fits,
+        })
+    }
+
+    /// Route `name` for caller `key` under the default label: the decision
+    /// and the prompt rendered for the chosen target. For callers that make
+    /// the provider call themselves; feed the outcome back with
+    /// [`record`](Self::record).
+    pub fn route(&self, name: &str, vars: &Value, key: Option<&str>) -> Result<Routed> {
+        self.route_with(
+            name,
+            vars,
+            &RouteOptions {
+                key: key.map(String::from),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// [`route`](Self::route) with a label and attributes.
+    pub fn route_with(&self, name: &str, vars: &Value, opts: &RouteOptions) -> Result<Routed> {
+        let base = self.get_with(
+            name,
+            &GetOptions {
+                label: opts.label.clone(),
+                ..Default::default()
+            },
+        )?;
+        self.route_prompt(&base, vars, opts)
+    }
+
+    pub(crate) fn route_prompt(
+        &self,
+        base: &Prompt,
+        vars: &Value,
+        opts: &RouteOptions,
+    ) -> Result<Routed> {
+        let policy = self.policy_for(base)?;
+        let mut renders: Vec<Option<(Prompt, Rendered)>> = Vec::new();
+        let estimates = if policy.strategy.needs_estimates() {
+            let mut est = Vec::with_capacity(policy.targets.len());
+            for (i, t) in policy.targets.iter().enumerate() {
+                let p = self.prompt_for_target(base, t, i)?;
+                let r = p.render(vars)?;
+                est.push(self.estimate(&policy, t, &r));
+                renders.push(Some((p, r)));
+            }
+            Some(est)
+        } else {
+            None
+        };
+        let mut decision = self.router().decide(
+            &policy,
+            &RouteInput {
+                key: opts.key.as_deref(),
+                estimates: estimates.as_deref(),
+            },
+        )?;
+        let (prompt, rendered) = match renders.get_mut(decision.target).and_then(Option::take) {
+            Some(pr) => pr,
+            None => {
+                let t = decision.target();
+                let p = self.prompt_for_target(base, t, decision.target)?;
+                let r = p.render(vars)?;
+                (p, r)
+            }
+        };
+        decision.prompt = Some(base.name().to_string());
+        decision.version = Some(prompt.version());
+        decision.label = base.label().map(String::from);
+        decision.variant = prompt.variant_name().map(String::from);
+        if let Some(t) = self.telemetry() {
+            let mut ev = decision_event(&decision, EventKind::Decision);
+            ev.attributes =
+                crate::telemetry::attributes(opts.attributes.iter().map(|(k, v)| (k, v.clone())));
+            t.record(ev);
+        }
+        Ok(Routed {
+            decision,
+            prompt,
+            rendered,
+        })
+    }
+
+    /// Feed the outcome of a call made for `decision` (to its chosen target)
+    /// into the stats, the breaker and telemetry. A missing `cost_usd` is
+    /// computed from the token counts and the price table.
+    pub fn record(&self, decision: &Decision, outcome: &Outcome) {
+        self.record_target(decision, decision.target, outcome, None)
+    }
+
+    /// Like [`record`](Self::record) for any target of the decision's
+    /// policy (a fallback the caller tried), with an attempt number.
+    pub fn record_target(
+        &self,
+        decision: &Decision,
+        target: usize,
+        outcome: &Outcome,
+        attempt: Option<u32>,
+    ) {
+        self.record_attempt(decision, target, outcome, attempt, None, None)
+    }
+
+    /// `record_target` with the error's finer type and message (telemetry
+    /// only) and whether the call streamed.
+    pub(crate) fn record_attempt(
+        &self,
+        decision: &Decision,
+        target: usize,
+        outcome: &Outcome,
+        attempt: Option<u32>,
+        error: Option<(&str, &str)>,
+        stream: Option<bool>,
+    ) {
+        let Some(t) = decision.policy.targets.get(target) else {
+            return;
+        };
+        let mut outcome_c;
+        let mut outcome = outcome;
+        if outcome.cost_usd.is_none()
+            && outcome.is_success()
+            && let (Some(i), Some(p)) = (outcome.input_tokens, self.pricing().get(&t.model))
+        {
+            outcome_c = outcome.clone();
+            outcome_c.cost_usd = Some(p.cost(i, outcome.output_tokens.unwrap_or(0), 0));
+            outcome = &outcome_c;
+        }
+        self.router().record(t, outcome);
+        if let Some(tel) = self.telemetry() {
+            let mut ev = decision_event(decision, EventKind::Call);
+            ev.provider = Some(Arc::from(t.provider.as_str()));
+            ev.model = Some(Arc::from(t.model.as_str()));
+            ev.target = Some(Arc::from(t.id.as_str()));
+            ev.input_tokens = outcome.input_tokens;
+            ev.output_tokens = outcome.output_tokens;
+            ev.cost_usd = outcome.cost_usd;
+            ev.latency_ms = outcome.latency_ms;
+            ev.ttft_ms = outcome.ttft_ms;
+            ev.error_type = match error {
+                Some((et, _)) => Some(Arc::from(et)),
+                None => outcome.error.map(|e| Arc::from(e.as_str())),
+            };
+            ev.error_message = error.map(|(_, m)| m.to_string());
+            ev.attempt = attempt;
+            ev.stream = stream;
+            tel.record(ev);
+        }
+    }
+
+    /// Record a quality score in `[0, 1]` for the decision's target (used by
+    /// `best_quality` and the adaptive `quality` reward).
+    pub fn record_quality(&self, decision: &Decision, score: f64) {
+        self.router().record_quality(decision.target(), score);
+    }
+}
+
+pub(crate) fn decision_event(d: &Decision, kind: EventKind) -> Event {
+    let t = d.target();
+    let mut ev = Event::new(kind, d.prompt.as_deref().unwrap_or(&d.policy.id));
+    ev.version = d.version;
+    ev.label = d.label.as_deref().map(Arc::from);
+    ev.variant = d.variant.as_deref().map(Arc::from);
+    ev.provider = Some(Arc::from(t.provider.as_str()));
+    ev.model = Some(Arc::from(t.model.as_str()));
+    ev.target = Some(Arc::from(t.id.as_str()));
+    ev.route_reason = Some(Arc::from(d.reason.as_str()));
+    ev.strategy = Some(d.strategy.as_str());
+    ev
+}
+
+/// Record a render event (called by `Prompt::render` when telemetry is on).
+pub(crate) fn record_render(
+    t: &Telemetry,
+    p: &Prompt,
+    r: &Result<Rendered>,
+    elapsed: std::time::Duration,
+) {
+    let mut ev = Event::new(EventKind::Render, p.name());
+    ev.version = Some(p.version());
+    ev.label = p.label().map(Arc::from);
+    ev.variant = p.variant_name().map(Arc::from);
+    if let Some(m) = p.config().model.as_deref() {
+        ev.model = Some(Arc::from(m));
+    }
+    ev.latency_ms = Some(elapsed.as_secs_f64() * 1000.0);
+    if let Err(e) = r {
+        ev.error_type = Some(Arc::from(e.kind()));
+    }
+    t.record(ev);
+}
