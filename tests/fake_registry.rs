@@ -92,7 +92,7 @@ impl FakeRegistry {
             prompts.iter().map(|p| p.name.as_str()).collect();
         let upserts: Vec<PromptData> = prompts
             .iter()
-            .filter(|p| old_map.get(p.name.as_str()) != Some(&p))
+            .filter(|p| old_map.get(p.name.as_str()) != Some(p))
             .cloned()
             .collect();
         let removed: Vec<String> = old_map
@@ -122,17 +122,17 @@ impl FakeRegistry {
             .with_state(self.clone())
     }
 
-    fn check(&self, headers: &HeaderMap, project: &str) -> Result<(), Response<Body>> {
+    fn check(&self, headers: &HeaderMap, project: &str) -> Result<(), Box<Response<Body>>> {
         let g = self.inner.lock().unwrap();
         let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
         if auth != Some(&format!("Bearer {}", g.api_key)) {
-            return Err(status(StatusCode::UNAUTHORIZED, None));
+            return Err(Box::new(status(StatusCode::UNAUTHORIZED, None)));
         }
         if project != g.snapshot.project {
-            return Err(status(StatusCode::FORBIDDEN, None));
+            return Err(Box::new(status(StatusCode::FORBIDDEN, None)));
         }
         if let Fault::Status(code, retry) = g.fault {
-            return Err(status(StatusCode::from_u16(code).unwrap(), retry));
+            return Err(Box::new(status(StatusCode::from_u16(code).unwrap(), retry)));
         }
         Ok(())
     }
@@ -161,7 +161,7 @@ async fn snapshot(
         tokio::time::sleep(delay).await;
     }
     if let Err(r) = reg.check(&headers, &project) {
-        return r;
+        return *r;
     }
     let g = reg.inner.lock().unwrap();
     let etag = format!("\"{}\"", g.snapshot.hash);
@@ -196,7 +196,7 @@ async fn stream(
     headers: HeaderMap,
 ) -> Response<Body> {
     if let Err(r) = reg.check(&headers, &project) {
-        return r;
+        return *r;
     }
     let last_id = headers
         .get("last-event-id")

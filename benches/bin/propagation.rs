@@ -109,7 +109,11 @@ async fn main() {
         .send()
         .await
         .expect("create prompt");
-    assert!(r.status().is_success(), "create prompt: {}", r.text().await.unwrap_or_default());
+    assert!(
+        r.status().is_success(),
+        "create prompt: {}",
+        r.text().await.unwrap_or_default()
+    );
     let r = http
         .post(api("/prompts/bench%2Fprop/versions"))
         .header("authorization", &auth)
@@ -117,7 +121,11 @@ async fn main() {
         .send()
         .await
         .expect("create version");
-    assert!(r.status().is_success(), "create version: {}", r.text().await.unwrap_or_default());
+    assert!(
+        r.status().is_success(),
+        "create version: {}",
+        r.text().await.unwrap_or_default()
+    );
     let publish = |v: u32| {
         let http = http.clone();
         let url = api("/prompts/bench%2Fprop/publish");
@@ -130,7 +138,11 @@ async fn main() {
                 .send()
                 .await
                 .expect("publish");
-            assert!(r.status().is_success(), "publish: {}", r.text().await.unwrap_or_default());
+            assert!(
+                r.status().is_success(),
+                "publish: {}",
+                r.text().await.unwrap_or_default()
+            );
         }
     };
     publish(1).await;
@@ -182,7 +194,10 @@ async fn main() {
         if ready == n {
             break;
         }
-        assert!(Instant::now() < deadline, "only {ready}/{n} clients connected");
+        assert!(
+            Instant::now() < deadline,
+            "only {ready}/{n} clients connected"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let connect_time = started.elapsed();
@@ -190,7 +205,7 @@ async fn main() {
     let mut all = Vec::with_capacity(publishes);
     let mut single = Vec::with_capacity(publishes * n);
     for i in 0..publishes {
-        let v = if i % 2 == 0 { 2 } else { 1 };
+        let v = if i.is_multiple_of(2) { 2 } else { 1 };
         arrived.store(0, Ordering::Release);
         arrivals.lock().unwrap().clear();
         target.store(v, Ordering::Release);
@@ -198,19 +213,28 @@ async fn main() {
         let t0 = Instant::now();
         let deadline = t0 + Duration::from_secs(10);
         while arrived.load(Ordering::Acquire) < n {
-            assert!(Instant::now() < deadline, "publish {i}: {}/{n} clients updated", arrived.load(Ordering::Acquire));
+            assert!(
+                Instant::now() < deadline,
+                "publish {i}: {}/{n} clients updated",
+                arrived.load(Ordering::Acquire)
+            );
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
-        let a = arrivals.lock().unwrap();
         let lat = |t: &Instant| t.saturating_duration_since(t0).as_secs_f64() * 1e3;
-        all.push(a.iter().map(lat).fold(0.0, f64::max));
-        single.extend(a.iter().map(lat));
-        drop(a);
+        {
+            let a = arrivals.lock().unwrap();
+            all.push(a.iter().map(lat).fold(0.0, f64::max));
+            single.extend(a.iter().map(lat));
+        }
         // Let the system settle between rounds.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Every client really serves the last version.
-    let last = if (publishes - 1) % 2 == 0 { 2 } else { 1 };
+    let last = if (publishes - 1).is_multiple_of(2) {
+        2
+    } else {
+        1
+    };
     for c in &clients {
         assert_eq!(c.get_with("bench/prop", &opts).unwrap().version(), last);
     }

@@ -408,7 +408,10 @@ pub(crate) fn new_environment(limits: Limits) -> Environment<'static> {
 
 /// Remove templates no compiled version refers to (left over from versions
 /// an update dropped), so a long-lived store does not grow.
-fn drop_unused_templates(env: &mut Environment<'static>, prompts: &HashMap<String, CompiledPrompt>) {
+fn drop_unused_templates(
+    env: &mut Environment<'static>,
+    prompts: &HashMap<String, CompiledPrompt>,
+) {
     fn add<'a>(used: &mut std::collections::HashSet<&'a str>, b: &'a Result<CompiledBody, Error>) {
         match b {
             Ok(CompiledBody::Text(n)) => {

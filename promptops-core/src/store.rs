@@ -198,9 +198,10 @@ fn keep_last_good(
     new: &CompiledSnapshot,
     old: &CompiledSnapshot,
 ) -> Option<(SnapshotData, Vec<Diagnostic>)> {
-    let any_bad = new.prompts.values().any(|p| {
-        !p.broken.is_empty() || p.versions.values().any(|v| v.first_error().is_some())
-    });
+    let any_bad = new
+        .prompts
+        .values()
+        .any(|p| !p.broken.is_empty() || p.versions.values().any(|v| v.first_error().is_some()));
     if !any_bad {
         return None;
     }
