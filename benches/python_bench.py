@@ -201,19 +201,21 @@ def fmt_us(x: float) -> str:
 
 def main(args: argparse.Namespace) -> int:
     import jinja2
-    import langfuse
     import minijinja
-    import tiktoken
-    from langfuse.api import Prompt_Chat, Prompt_Text
-    from langfuse.model import ChatPromptClient, TextPromptClient
 
     import promptops
+
+    # A child run for instruction counts sets up only what its case needs
+    # (langfuse and tiktoken are slow to import and load under valgrind).
+    only = args.run_case.split("|") if args.run_case else None
+    need_langfuse = only is None or only[1] == "langfuse"
+    need_tiktoken = only is None or only[1] == "tiktoken"
 
     versions = {
         "promptops": promptops.__version__,
         "jinja2": jinja2.__version__,
         "minijinja": _dist_version("minijinja"),
-        "langfuse": langfuse.__version__ if hasattr(langfuse, "__version__") else _dist_version("langfuse"),
+        "langfuse": _dist_version("langfuse"),
         "tiktoken": _dist_version("tiktoken"),
     }
 
@@ -270,12 +272,20 @@ def main(args: argparse.Namespace) -> int:
 
     # langfuse: prompt clients built offline from the API objects get_prompt
     # would return.
-    lf1 = TextPromptClient(
-        Prompt_Text(name="bench-t1", version=1, prompt=t1_src, config={}, labels=["production"], tags=[])
-    )
-    lf2 = ChatPromptClient(
-        Prompt_Chat(name="bench-t2", version=1, prompt=t2_lf["messages"], config={}, labels=["production"], tags=[])
-    )
+    lf1: Any = None
+    lf2: Any = None
+    if need_langfuse:
+        from langfuse.api import Prompt_Chat, Prompt_Text
+        from langfuse.model import ChatPromptClient, TextPromptClient
+
+        lf1 = TextPromptClient(
+            Prompt_Text(name="bench-t1", version=1, prompt=t1_src, config={}, labels=["production"], tags=[])
+        )
+        lf2 = ChatPromptClient(
+            Prompt_Chat(
+                name="bench-t2", version=1, prompt=t2_lf["messages"], config={}, labels=["production"], tags=[]
+            )
+        )
     rule, passage = t2_lf["citation_rule"], t2_lf["passage"]
 
     def lf_t2() -> Any:
@@ -290,8 +300,13 @@ def main(args: argparse.Namespace) -> int:
     def lf_t2_text(msgs: Any) -> str:
         return "".join(f"<{m['role']}>\n{m['content']}</{m['role']}>\n" for m in msgs)
 
-    os.environ["TIKTOKEN_CACHE_DIR"] = tiktoken_cache_dir()
-    cl, o2 = tiktoken.get_encoding("cl100k_base"), tiktoken.get_encoding("o200k_base")
+    cl: Any = None
+    o2: Any = None
+    if need_tiktoken:
+        import tiktoken
+
+        os.environ["TIKTOKEN_CACHE_DIR"] = tiktoken_cache_dir()
+        cl, o2 = tiktoken.get_encoding("cl100k_base"), tiktoken.get_encoding("o200k_base")
     count = promptops.count_tokens
 
     cases = [
@@ -312,6 +327,15 @@ def main(args: argparse.Namespace) -> int:
         Case("o200k_base", "tiktoken", "len(encode_ordinary)", lambda: len(o2.encode_ordinary(corpus))),
         Case("o200k_base", "tiktoken", "len(encode)", lambda: len(o2.encode(corpus))),
     ]
+
+    if only is not None:
+        # A child run under callgrind: the chosen case, N times, nothing else.
+        case = next(c for c in cases if [c.section, c.library, c.case] == only)
+        fn = case.fn
+        fn()
+        for _ in range(args.iters):
+            fn()
+        return 0
 
     # Check every output before timing anything.
     checks = {
@@ -403,9 +427,78 @@ def main(args: argparse.Namespace) -> int:
     print()
     print(tok)
 
+    itable = ""
+    if args.callgrind:
+        itable = instruction_counts(cases, ratios_of=ratios_spec())
+        print()
+        print(itable)
+
     if args.write:
-        write_report(args, started, load_start, load_end, versions, table, rtable, tok)
+        write_report(args, started, load_start, load_end, versions, table, rtable, tok, itable)
     return 0
+
+
+def ratios_spec() -> List[Tuple[str, Tuple[str, str, str], Tuple[str, str, str], str]]:
+    """The comparisons of the instruction-count table: (name, promptops
+    case, peer case, goal), cases as (section, library, case prefix)."""
+    return [
+        ("T2: promptops get+render vs minijinja", ("T2", "promptops", "get"), ("T2", "minijinja", ""), "> 1"),
+        ("T2: promptops get+render vs jinja2", ("T2", "promptops", "get"), ("T2", "jinja2", ""), "≥ 4"),
+        ("T1: promptops get+render vs langfuse", ("T1", "promptops", "get"), ("T1", "langfuse", ""), "≥ 2.5"),
+        ("cl100k_base: promptops vs tiktoken encode_ordinary", ("cl100k_base", "promptops", ""),
+         ("cl100k_base", "tiktoken", "len(encode_ordinary"), "≥ 2.5"),
+        ("o200k_base: promptops vs tiktoken encode_ordinary", ("o200k_base", "promptops", ""),
+         ("o200k_base", "tiktoken", "len(encode_ordinary"), "≥ 2.5"),
+    ]
+
+
+def instruction_counts(cases: List["Case"], ratios_of: Any) -> str:
+    """Instructions per op of each case, counted by callgrind (valgrind): the
+    case runs N1 and N2 times in two fresh processes and the difference is
+    divided by N2 - N1 (start-up cancels out). Unlike time, the count does not
+    depend on what else the machine is doing; it is not time either (cache
+    misses, atomics and branch mispredictions cost more cycles than others)."""
+    if shutil.which("valgrind") is None:
+        return "(valgrind not installed: no instruction counts)"
+    def idx(spec: Tuple[str, str, str]) -> int:
+        return next(
+            i for i, c in enumerate(cases)
+            if c.section == spec[0] and c.library == spec[1] and c.case.startswith(spec[2])
+        )
+
+    wanted = sorted({idx(a) for _, a, _, _ in ratios_of} | {idx(b) for _, _, b, _ in ratios_of})
+    counts: Dict[int, float] = {}
+    for i in wanted:
+        c = cases[i]
+        per_op_us = 1e6 / max(c.cpu_ops(), 1.0)
+        n1 = max(3, int(50_000 / per_op_us))  # ~0.05 s of native work
+        n2 = 3 * n1
+        totals = []
+        for n in (n1, n2):
+            out = Path(tempfile.mkstemp(prefix="promptops-cg-")[1])
+            subprocess.run(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                 sys.executable, __file__, "--in-venv",
+                 "--run-case", f"{c.section}|{c.library}|{c.case}", "--iters", str(n)],
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            total = next(
+                int(line.split()[1]) for line in out.read_text().splitlines()
+                if line.startswith(("summary:", "totals:"))
+            )
+            out.unlink()
+            totals.append(total)
+        counts[i] = (totals[1] - totals[0]) / (n2 - n1)
+        print(f"   instructions: {c.section} {c.library} {c.case}: {counts[i]:,.0f} per op", flush=True)
+
+    lines = ["| section | library | case | instructions per op |", "|---|---|---|---:|"]
+    for i in wanted:
+        c = cases[i]
+        lines.append(f"| {c.section} | {c.library} | {c.case} | {counts[i]:,.0f} |")
+    lines += ["", "| comparison | ratio (instructions) | goal |", "|---|---:|---|"]
+    for name, a, b, goal in ratios_of:
+        lines.append(f"| {name} | {counts[idx(b)] / counts[idx(a)]:.2f}× | {goal} |")
+    return "\n".join(lines)
 
 
 def _dist_version(name: str) -> str:
@@ -440,12 +533,30 @@ def write_report(
     table: str,
     rtable: str,
     tok: str,
+    itable: str,
 ) -> None:
     cmd = "python3 benches/python_bench.py --write"
     if args.batches != 5:
         cmd += f" --batches {args.batches}"
     if args.batch_seconds != 0.5:
         cmd += f" --batch-seconds {args.batch_seconds}"
+    if args.callgrind:
+        cmd += " --callgrind"
+    icount = (
+        f"""
+### Instructions per op (callgrind, deterministic)
+
+Counted by valgrind's callgrind in separate processes (each case run N and
+3N times, the difference divided by 2N, so start-up cancels out). A count
+does not depend on the other load of this shared machine; it is not time
+either (cache misses, atomic operations and mispredicted branches cost more
+cycles than plain instructions), so read it beside the timed table.
+
+{itable}
+"""
+        if itable
+        else ""
+    )
     text = f"""# Benchmarks: the promptops Python package
 
 Measured with one command, from the repository root:
@@ -476,11 +587,16 @@ ratio is shown beside it).
 
 ## What is measured
 
-- **promptops get + render**: `client.get(name).render(vars).text`, the
-  prompt looked up in the client's in-memory store on every call (prompts
-  loaded once from a snapshot bundle built from `t1.txt` and `t2.jinja`),
-  variables copied into the engine, rendered in Rust with the GIL released,
-  the text returned as `str`. **render (Prompt held)** skips the lookup.
+- **promptops get + render**: `client.get(name).render(vars).text` on every
+  call, from the client's in-memory store (prompts loaded once from a
+  snapshot bundle built from `t1.txt` and `t2.jinja`). A `get` checks that
+  the store still holds the same snapshot (lock-free) and returns the
+  `Prompt` object it handed out before for that name (prompts are
+  immutable; a new snapshot empties that cache), as it does for an app that
+  calls `get` per request. The variables are copied into the engine, the
+  template rendered by the core in Rust (with the GIL released, except for
+  tiny renders without block tags such as T1), and the text returned as a
+  `str`. **render (Prompt held)** skips the `get`.
 - **jinja2** `Template.render(**vars)` and **minijinja** (the Python
   package) `Environment.render_template(name, **vars)`: templates compiled
   once, the same settings as promptops (strict undefined, no escaping,
@@ -508,7 +624,7 @@ ratio is shown beside it).
 {rtable}
 
 {tok}
-
+{icount}
 Versions: promptops {versions['promptops']}, jinja2 {versions['jinja2']}, minijinja {versions['minijinja']}, langfuse {versions['langfuse']}, tiktoken {versions['tiktoken']}.
 
 ## Where the time goes (profiled with callgrind during development)
@@ -523,10 +639,12 @@ Versions: promptops {versions['promptops']}, jinja2 {versions['jinja2']}, miniji
   T2. The copy is done with the interpreter's own structures (borrowed
   dict/list items, the str's cached UTF-8 buffer, string keys compared by a
   packed prefix), so it is close to the cost of the allocations it needs.
-- **T1**: a get (lock-free store read, a few `Arc` clones), the copy of 3
-  short variables (no heap allocation for short strings), minijinja's fixed
-  per-render setup (about half of the call), and the Python objects of the
-  prompt, the result and the `str`. Small renders without block tags run
+- **T1**: a get (a snapshot check and a dict lookup), the copy of 3 short
+  variables (no heap allocation for short strings), minijinja's fixed
+  per-render setup (about half of the call), the result object and the
+  `str`. Without the abi3 requirement (CPython 3.9+), calls would use
+  `METH_FASTCALL`; under the 3.9 limited API each call builds an argument
+  tuple (a few percent of T1). Small renders without block tags run
   without releasing the GIL (releasing and re-taking it would cost more than
   the render); everything else releases it.
 - **Tokens**: the counter is the core's (`bpe-openai`); the binding adds a
@@ -547,7 +665,11 @@ if __name__ == "__main__":
     ap.add_argument("--batches", type=int, default=5)
     ap.add_argument("--batch-seconds", type=float, default=0.5)
     ap.add_argument("--warmup", type=float, default=0.2)
+    ap.add_argument("--callgrind", action="store_true",
+                    help="also count instructions per op with valgrind (a few minutes)")
     ap.add_argument("--in-venv", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--run-case", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--iters", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if not a.in_venv:
         setup_and_reexec(sys.argv[1:])

@@ -1,4 +1,1454 @@
-//! Python bindings of promptops. Skeleton until the Python package issue
-//! lands: it only proves the core links into this crate.
+//! `promptops._lowlevel`: the native half of the `promptops` Python package.
+//!
+//! This file only converts (Python values to template values and back, core
+//! types to dicts), maps errors and manages the GIL; every behaviour lives in
+//! `promptops-core`. The pure-Python package (`python/promptops/`) defines
+//! the exception classes, the public `Client` (a subclass of the `Client`
+//! here) and the types; `_lowlevel.pyi` describes this module.
+//!
+//! Rules kept throughout:
+//! - a core [`Error`](core::Error) becomes a Python exception in one place,
+//!   `core_err`;
+//! - a Rust panic never unwinds into Python: every entry point runs under
+//!   `guard`, which turns a panic into `promptops.PromptOpsError` (kind
+//!   `PANIC`);
+//! - rendering and token counting run with the GIL released
+//!   ([`Python::detach`]), on values copied out of Python first; only tiny
+//!   renders and counts (see `is_light`, `DETACH_MIN_BYTES`) keep it,
+//!   since releasing and re-taking it would cost more than the work;
+//! - repeated lookups return the same (immutable) `Prompt` object while the
+//!   store holds the same snapshot (`PromptCache`).
 
-pub use promptops_core as core;
+use std::borrow::Cow;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+
+use minijinja::value::{Enumerator, Object, ObjectExt, ObjectRepr, Value};
+use promptops_core as core;
+use pyo3::Borrowed;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{
+    PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMapping, PySequence, PyString, PyTuple,
+};
+
+// ---------------------------------------------------------------------------
+// Errors and panics
+// ---------------------------------------------------------------------------
+
+/// `promptops._errors._BY_KIND`: core error kind -> exception class.
+static ERROR_CLASSES: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
+
+/// Kind of the error raised for a Rust panic (not a core error kind).
+const PANIC_KIND: &str = "PANIC";
+
+/// Build the `promptops` exception for `kind` (falling back to the base
+/// class for a kind the Python side does not know).
+fn raise(py: Python<'_>, kind: &str, message: String, details: Bound<'_, PyDict>) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let classes = ERROR_CLASSES.import(py, "promptops._errors", "_BY_KIND")?;
+        let cls = match classes.get_item(kind)? {
+            Some(cls) => cls,
+            None => classes
+                .get_item("PROMPTOPS_ERROR")?
+                .ok_or_else(|| PyTypeError::new_err("promptops._errors has no base class"))?,
+        };
+        Ok(PyErr::from_value(cls.call1((message, kind, details))?))
+    };
+    build().unwrap_or_else(|e| e)
+}
+
+/// The one place a core error becomes a Python exception: the class is
+/// chosen by `Error::kind()`, and the exception carries `.kind` and
+/// `.details` (`Error::details()` as a dict).
+fn core_err(py: Python<'_>, e: &core::Error) -> PyErr {
+    match json_object(py, &e.details()) {
+        Ok(details) => raise(py, e.kind(), e.to_string(), details),
+        Err(err) => err,
+    }
+}
+
+fn panic_err(py: Python<'_>, payload: Box<dyn std::any::Any + Send>) -> PyErr {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    let message = format!("internal error in promptops (Rust panic): {what}");
+    let details = PyDict::new(py);
+    let _ = details.set_item("kind", PANIC_KIND);
+    let _ = details.set_item("message", &message);
+    raise(py, PANIC_KIND, message, details)
+}
+
+/// What a guarded body can fail with: a Python error or a core error.
+enum Failure {
+    Py(PyErr),
+    Core(core::Error),
+}
+
+impl From<PyErr> for Failure {
+    fn from(e: PyErr) -> Self {
+        Failure::Py(e)
+    }
+}
+
+impl From<core::Error> for Failure {
+    fn from(e: core::Error) -> Self {
+        Failure::Core(e)
+    }
+}
+
+type Res<T> = Result<T, Failure>;
+
+/// Run an entry point's body: core errors and panics become `promptops`
+/// exceptions, Python errors pass through.
+fn guard<T>(py: Python<'_>, f: impl FnOnce() -> Res<T>) -> PyResult<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(Failure::Py(e))) => Err(e),
+        Ok(Err(Failure::Core(e))) => Err(core_err(py, &e)),
+        Err(payload) => Err(panic_err(py, payload)),
+    }
+}
+
+/// Run core work with the interpreter released (other Python threads run
+/// meanwhile). A panic is caught before the interpreter is re-attached.
+fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> core::Result<T> + Send) -> Res<T> {
+    match py.detach(|| catch_unwind(AssertUnwindSafe(f))) {
+        Ok(r) => r.map_err(Failure::Core),
+        Err(payload) => Err(Failure::Py(panic_err(py, payload))),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Python -> template values
+// ---------------------------------------------------------------------------
+
+/// Whether `PyUnicode_AsUTF8AndSize` may be called: it is in the stable ABI
+/// from Python 3.10 on (set at module init from the running interpreter).
+static FAST_UTF8: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "C" {
+    /// Part of the limited API since 3.10 (and present in every CPython 3);
+    /// PyO3 does not declare it for an `abi3-py39` build.
+    fn PyUnicode_AsUTF8AndSize(
+        unicode: *mut pyo3::ffi::PyObject,
+        size: *mut pyo3::ffi::Py_ssize_t,
+    ) -> *const std::os::raw::c_char;
+}
+
+/// The UTF-8 text of a Python `str`, borrowed from the string object when
+/// the interpreter allows it (no copy), else copied.
+#[inline(always)]
+fn py_str<'a>(s: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, str>> {
+    if FAST_UTF8.load(Ordering::Relaxed) {
+        let mut size: pyo3::ffi::Py_ssize_t = 0;
+        // SAFETY: `s` is a live str object; the returned buffer is owned by
+        // it (cached UTF-8) and lives as long as the object, which `'a`
+        // borrows. On failure (lone surrogates) a Python error is set.
+        let ptr = unsafe { PyUnicode_AsUTF8AndSize(s.as_ptr(), &mut size) };
+        if ptr.is_null() {
+            return Err(PyErr::fetch(s.py()));
+        }
+        // SAFETY: CPython returns valid UTF-8 of `size` bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), size as usize) };
+        Ok(Cow::Borrowed(unsafe {
+            std::str::from_utf8_unchecked(bytes)
+        }))
+    } else {
+        s.to_cow()
+    }
+}
+
+fn any_str<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a, str>> {
+    match obj.cast::<PyString>() {
+        Ok(s) => py_str(s),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "{what} must be a str, not {}",
+            type_name(obj)
+        ))),
+    }
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .qualname()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Deeper nesting than this is refused (it is almost surely a cycle).
+const MAX_DEPTH: usize = 128;
+
+/// A template map built from a small Python mapping: keys in insertion
+/// order, unique, each with a fingerprint of its text so that a lookup by
+/// name compares integers first.
+#[derive(Debug)]
+struct VarsMap {
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    print: u64,
+    key: Value,
+    value: Value,
+}
+
+/// The first up-to-7 bytes of a string key and its length, packed in a
+/// `u64`. For keys of at most 7 bytes equal fingerprints mean equal keys;
+/// longer keys are compared in full after a fingerprint match.
+#[inline(always)]
+fn fingerprint(s: &str) -> u64 {
+    let b = s.as_bytes();
+    let len = (b.len().min(255) as u64) << 56;
+    let low = match b.first_chunk::<8>() {
+        Some(head) => u64::from_le_bytes(*head) & 0x00ff_ffff_ffff_ffff,
+        None => b
+            .iter()
+            .enumerate()
+            .fold(0u64, |v, (i, &c)| v | (u64::from(c) << (8 * i))),
+    };
+    low | len
+}
+
+/// Fingerprint of a key that is not a string (never equal to a string's:
+/// a string fingerprint's low bytes are UTF-8 text, never all 0xFF).
+const NOT_A_STR: u64 = u64::MAX;
+
+/// Maps up to this size are searched linearly; larger ones become an
+/// `IndexMap` (hashed, still in insertion order).
+const SMALL_MAP: usize = 16;
+
+/// Collects a map's entries (unique keys, in insertion order).
+struct MapBuilder {
+    entries: Vec<Entry>,
+}
+
+impl MapBuilder {
+    fn with_capacity(n: usize) -> Self {
+        MapBuilder {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, key: Value, print: u64, value: Value) {
+        self.entries.push(Entry { print, key, value });
+    }
+
+    /// Insert or replace (for keyword arguments over `vars`).
+    fn set(&mut self, key: Value, print: u64, value: Value) {
+        match self.entries.iter().position(|e| e.key == key) {
+            Some(i) => self.entries[i].value = value,
+            None => self.push(key, print, value),
+        }
+    }
+
+    fn into_value(self) -> Value {
+        if self.entries.len() <= SMALL_MAP {
+            Value::from_object(VarsMap {
+                entries: self.entries,
+            })
+        } else {
+            Value::from_object(
+                self.entries
+                    .into_iter()
+                    .map(|e| (e.key, e.value))
+                    .collect::<indexmap::IndexMap<Value, Value>>(),
+            )
+        }
+    }
+}
+
+impl Object for VarsMap {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match key.as_str() {
+            Some(s) => self.get_value_by_str(s),
+            None => self
+                .entries
+                .iter()
+                .find(|e| e.key == *key)
+                .map(|e| e.value.clone()),
+        }
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        let print = fingerprint(key);
+        let short = key.len() <= 7;
+        self.entries
+            .iter()
+            .find(|e| e.print == print && (short || e.key.as_str() == Some(key)))
+            .map(|e| e.value.clone())
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        self.mapped_enumerator(|this| Box::new(this.entries.iter().map(|e| e.key.clone())))
+    }
+
+    fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
+        Some(self.entries.len())
+    }
+}
+
+/// A conversion failure, with the path to the offending value (boxed: the
+/// happy path returns only a `Value`).
+enum ConvError {
+    Py(PyErr),
+    Unsupported {
+        type_name: String,
+        path: Vec<String>,
+    },
+    TooDeep {
+        path: Vec<String>,
+    },
+}
+
+type Conv<T> = Result<T, Box<ConvError>>;
+
+impl From<PyErr> for Box<ConvError> {
+    fn from(e: PyErr) -> Self {
+        Box::new(ConvError::Py(e))
+    }
+}
+
+fn at(mut e: Box<ConvError>, segment: impl FnOnce() -> String) -> Box<ConvError> {
+    match &mut *e {
+        ConvError::Unsupported { path, .. } | ConvError::TooDeep { path } => path.push(segment()),
+        ConvError::Py(_) => {}
+    }
+    e
+}
+
+fn conv_err(e: ConvError, root: &str) -> PyErr {
+    let show = |path: Vec<String>| {
+        let mut s = root.to_string();
+        for seg in path.into_iter().rev() {
+            s.push_str(&seg);
+        }
+        s
+    };
+    match e {
+        ConvError::Py(e) => e,
+        ConvError::Unsupported { type_name, path } => PyTypeError::new_err(format!(
+            "`{}`: values of type `{type_name}` cannot be template variables; \
+             use dict, list, tuple, str, int, float, bool or None \
+             (convert other objects first, e.g. str(x) or a dict)",
+            show(path)
+        )),
+        ConvError::TooDeep { path } => PyTypeError::new_err(format!(
+            "`{}`: variables nest deeper than {MAX_DEPTH} levels (a reference cycle?)",
+            show(path)
+        )),
+    }
+}
+
+fn key_segment(k: &Value) -> String {
+    match k.as_str() {
+        Some(s) if !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_') => {
+            format!(".{s}")
+        }
+        _ => format!("[{k:?}]"),
+    }
+}
+
+/// Copies Python values into template values, counting the string bytes
+/// copied (a measure of the work a render will do).
+struct Converter {
+    bytes: usize,
+}
+
+impl Converter {
+    fn new() -> Self {
+        Converter { bytes: 0 }
+    }
+
+    #[inline(always)]
+    fn str_value(&mut self, s: &Bound<'_, PyString>) -> Conv<Value> {
+        let text = py_str(s)?;
+        self.bytes += text.len();
+        Ok(Value::from(&*text))
+    }
+
+    /// Exact built-in types take the fast paths (no Python code runs while
+    /// a container is walked, so its items are only borrowed); subclasses,
+    /// other mappings and sequences take the general path.
+    #[inline(always)]
+    fn value(&mut self, obj: Borrowed<'_, '_, PyAny>, depth: usize) -> Conv<Value> {
+        if obj.get_type_ptr() == &raw mut ffi::PyUnicode_Type {
+            // SAFETY: the exact type was checked.
+            let s = unsafe { obj.cast_unchecked::<PyString>() };
+            return self.str_value(&s);
+        }
+        self.other_value(obj, depth)
+    }
+
+    #[inline(never)]
+    fn other_value(&mut self, obj: Borrowed<'_, '_, PyAny>, depth: usize) -> Conv<Value> {
+        let ty = obj.get_type_ptr();
+        // Only the addresses of the built-in type objects are taken.
+        let (t_dict, t_list, t_bool, t_int, t_float, t_tuple) = (
+            &raw mut ffi::PyDict_Type,
+            &raw mut ffi::PyList_Type,
+            &raw mut ffi::PyBool_Type,
+            &raw mut ffi::PyLong_Type,
+            &raw mut ffi::PyFloat_Type,
+            &raw mut ffi::PyTuple_Type,
+        );
+        if ty == t_dict {
+            if depth >= MAX_DEPTH {
+                return Err(Box::new(ConvError::TooDeep { path: Vec::new() }));
+            }
+            // SAFETY: the exact type was checked. Owned: Python code run
+            // further down (a custom mapping) must not free it under us.
+            let d = unsafe { obj.cast_unchecked::<PyDict>() }.to_owned();
+            return Ok(self.dict(&d, depth + 1)?.into_value());
+        }
+        if ty == t_list || ty == t_tuple {
+            if depth >= MAX_DEPTH {
+                return Err(Box::new(ConvError::TooDeep { path: Vec::new() }));
+            }
+            return self.seq(&obj.to_owned(), ty == t_list, depth + 1);
+        }
+        if obj.is_none() {
+            return Ok(Value::from(()));
+        }
+        if ty == t_bool {
+            // SAFETY: only the address of the `True` singleton is read.
+            return Ok(Value::from(obj.as_ptr() == unsafe { ffi::Py_True() }));
+        }
+        if ty == t_int {
+            return Ok(int_value(&obj)?);
+        }
+        if ty == t_float {
+            // SAFETY: the exact type was checked.
+            return Ok(Value::from(
+                unsafe { obj.cast_unchecked::<PyFloat>() }.value(),
+            ));
+        }
+        self.general(&obj.to_owned(), depth)
+    }
+
+    fn dict(&mut self, d: &Bound<'_, PyDict>, depth: usize) -> Conv<MapBuilder> {
+        let py = d.py();
+        let len = d.len();
+        let mut out = MapBuilder::with_capacity(len);
+        let mut pos: ffi::Py_ssize_t = 0;
+        let mut k: *mut ffi::PyObject = std::ptr::null_mut();
+        let mut v: *mut ffi::PyObject = std::ptr::null_mut();
+        // SAFETY: `d` is a live dict (owned by the caller); PyDict_Next
+        // returns borrowed, non-null items. The key is converted before any
+        // Python code can run; the value is converted right away (its
+        // containers are taken as owned references before Python code may
+        // run).
+        while unsafe { ffi::PyDict_Next(d.as_ptr(), &mut pos, &mut k, &mut v) } != 0 {
+            // SAFETY: PyDict_Next returned true: both are non-null borrowed
+            // references into the live dict.
+            let (kb, vb) = unsafe { (Borrowed::from_ptr(py, k), Borrowed::from_ptr(py, v)) };
+            if kb.get_type_ptr() == &raw mut ffi::PyUnicode_Type {
+                // A str key: converted without running Python code.
+                // SAFETY: the exact type was checked.
+                let ks = unsafe { kb.cast_unchecked::<PyString>() };
+                let text = py_str(&ks)?;
+                let key = Value::from(&*text);
+                let print = fingerprint(&text);
+                let val = self
+                    .value(vb, depth)
+                    .map_err(|e| at(e, || key_segment(&key)))?;
+                out.push(key, print, val);
+            } else {
+                // Converting another key may run Python code: hold both.
+                let (kb, vb) = (kb.to_owned(), vb.to_owned());
+                let key = self.value(kb.as_borrowed(), depth)?;
+                let print = key.as_str().map_or(NOT_A_STR, fingerprint);
+                let val = self
+                    .value(vb.as_borrowed(), depth)
+                    .map_err(|e| at(e, || key_segment(&key)))?;
+                out.push(key, print, val);
+            }
+        }
+        if d.len() != len {
+            return Err(
+                PyRuntimeError::new_err("a dict changed size while it was converted").into(),
+            );
+        }
+        Ok(out)
+    }
+
+    fn seq(&mut self, s: &Bound<'_, PyAny>, is_list: bool, depth: usize) -> Conv<Value> {
+        let py = s.py();
+        let mut out = Vec::with_capacity(s.len().unwrap_or(0));
+        let mut i: ffi::Py_ssize_t = 0;
+        loop {
+            // SAFETY: `s` is a live list or tuple (owned by the caller); the
+            // length is read again each step (a list can shrink while Python
+            // code runs); the item is borrowed and used at once.
+            let item = unsafe {
+                let n = if is_list {
+                    ffi::PyList_Size(s.as_ptr())
+                } else {
+                    ffi::PyTuple_Size(s.as_ptr())
+                };
+                if i >= n {
+                    break;
+                }
+                let p = if is_list {
+                    ffi::PyList_GetItem(s.as_ptr(), i)
+                } else {
+                    ffi::PyTuple_GetItem(s.as_ptr(), i)
+                };
+                Borrowed::from_ptr_or_err(py, p)?
+            };
+            let idx = i;
+            out.push(
+                self.value(item, depth)
+                    .map_err(|e| at(e, || format!("[{idx}]")))?,
+            );
+            i += 1;
+        }
+        Ok(Value::from(out))
+    }
+
+    /// Subclasses of the built-in types (str and int enums, OrderedDict,
+    /// defaultdict, ...), other mappings and sequences. Containers are
+    /// walked through their Python protocols (`items()`, iteration), so a
+    /// subclass's own order is kept.
+    fn general(&mut self, obj: &Bound<'_, PyAny>, depth: usize) -> Conv<Value> {
+        if let Ok(s) = obj.cast::<PyString>() {
+            return self.str_value(s);
+        }
+        if obj.is_instance_of::<PyInt>() {
+            return Ok(int_value(obj)?);
+        }
+        if let Ok(f) = obj.cast::<PyFloat>() {
+            return Ok(Value::from(f.value()));
+        }
+        if obj.is_instance_of::<PyBytes>() {
+            return Err(Box::new(ConvError::Unsupported {
+                type_name: type_name(obj),
+                path: Vec::new(),
+            }));
+        }
+        if depth >= MAX_DEPTH {
+            return Err(Box::new(ConvError::TooDeep { path: Vec::new() }));
+        }
+        if let Ok(m) = obj.cast::<PyMapping>() {
+            return Ok(self.mapping(m, depth + 1)?.into_value());
+        }
+        if let Ok(s) = obj.cast::<PySequence>() {
+            let mut out = Vec::new();
+            for (i, item) in s.try_iter()?.enumerate() {
+                let item = item?;
+                out.push(
+                    self.value(item.as_borrowed(), depth + 1)
+                        .map_err(|e| at(e, || format!("[{i}]")))?,
+                );
+            }
+            return Ok(Value::from(out));
+        }
+        Err(Box::new(ConvError::Unsupported {
+            type_name: type_name(obj),
+            path: Vec::new(),
+        }))
+    }
+
+    fn mapping(&mut self, m: &Bound<'_, PyMapping>, depth: usize) -> Conv<MapBuilder> {
+        let items = m.items()?;
+        let mut out = MapBuilder::with_capacity(items.len());
+        for pair in items.iter() {
+            let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair.extract()?;
+            let key = self.value(k.as_borrowed(), depth)?;
+            let print = key.as_str().map_or(NOT_A_STR, fingerprint);
+            let val = self
+                .value(v.as_borrowed(), depth)
+                .map_err(|e| at(e, || key_segment(&key)))?;
+            out.push(key, print, val);
+        }
+        Ok(out)
+    }
+}
+
+fn int_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    if let Ok(i) = obj.extract::<i64>() {
+        Ok(Value::from(i))
+    } else if let Ok(u) = obj.extract::<u64>() {
+        Ok(Value::from(u))
+    } else {
+        Ok(Value::from(obj.extract::<i128>()?))
+    }
+}
+
+/// The render context: `vars` (a mapping) updated with `kwargs`, and the
+/// string bytes copied into it.
+fn context(
+    vars: Option<&Bound<'_, PyAny>>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<(Value, usize)> {
+    let mut c = Converter::new();
+    let mut map = match vars {
+        None => MapBuilder::with_capacity(0),
+        Some(v) if v.is_none() => MapBuilder::with_capacity(0),
+        Some(v) => {
+            let r = if let Ok(d) = v.cast_exact::<PyDict>() {
+                c.dict(d, 1)
+            } else if let Ok(m) = v.cast::<PyMapping>() {
+                c.mapping(m, 1)
+            } else {
+                return Err(PyTypeError::new_err(format!(
+                    "vars must be a dict (or another mapping), not {}",
+                    type_name(v)
+                )));
+            };
+            r.map_err(|e| conv_err(*e, "vars"))?
+        }
+    };
+    if let Some(kw) = kwargs {
+        let extra = c.dict(kw, 1).map_err(|e| conv_err(*e, "kwargs"))?;
+        if map.entries.is_empty() {
+            map = extra;
+        } else {
+            for e in extra.entries {
+                map.set(e.key, e.print, e.value);
+            }
+        }
+    }
+    Ok((map.into_value(), c.bytes))
+}
+
+// ---------------------------------------------------------------------------
+// Core values -> Python
+// ---------------------------------------------------------------------------
+
+fn json_value<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    use serde_json::Value as J;
+    Ok(match v {
+        J::Null => py.None().into_bound(py),
+        J::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        J::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.into_pyobject(py)?.into_any()
+            } else if let Some(u) = n.as_u64() {
+                u.into_pyobject(py)?.into_any()
+            } else {
+                n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any()
+            }
+        }
+        J::String(s) => PyString::new(py, s).into_any(),
+        J::Array(a) => {
+            let list = PyList::empty(py);
+            for x in a {
+                list.append(json_value(py, x)?)?;
+            }
+            list.into_any()
+        }
+        J::Object(m) => json_object(py, m)?.into_any(),
+    })
+}
+
+fn json_object<'py>(
+    py: Python<'py>,
+    m: &serde_json::Map<String, serde_json::Value>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in m {
+        d.set_item(k, json_value(py, v)?)?;
+    }
+    Ok(d)
+}
+
+fn config_dict<'py>(py: Python<'py>, c: &core::ModelConfig) -> Res<Bound<'py, PyDict>> {
+    match serde_json::to_value(c) {
+        Ok(serde_json::Value::Object(m)) => Ok(json_object(py, &m)?),
+        Ok(_) => Ok(PyDict::new(py)),
+        Err(e) => Err(core::Error::Config(format!("model config: {e}")).into()),
+    }
+}
+
+fn message_dict<'py>(py: Python<'py>, m: &core::Message) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item(pyo3::intern!(py, "role"), &m.role)?;
+    d.set_item(pyo3::intern!(py, "content"), &m.content)?;
+    if let Some(name) = &m.name {
+        d.set_item(pyo3::intern!(py, "name"), name)?;
+    }
+    Ok(d)
+}
+
+fn token_detail<'py>(py: Python<'py>, t: &core::TokenCount) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("count", t.count)?;
+    d.set_item("encoding", t.encoding.name())?;
+    d.set_item("exact", t.exact)?;
+    Ok(d)
+}
+
+fn changes_list<'py>(py: Python<'py>, changes: &[core::Change]) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for c in changes {
+        let d = PyDict::new(py);
+        d.set_item("prompt", &c.prompt)?;
+        d.set_item("label", &c.label)?;
+        d.set_item("old", c.old)?;
+        d.set_item("new", c.new)?;
+        list.append(d)?;
+    }
+    Ok(list)
+}
+
+fn diagnostics_list<'py>(
+    py: Python<'py>,
+    diags: &[core::Diagnostic],
+) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for diag in diags {
+        let d = PyDict::new(py);
+        d.set_item("prompt", &diag.prompt)?;
+        d.set_item("version", diag.version)?;
+        d.set_item("label", &diag.label)?;
+        d.set_item("kind", diag.error.kind())?;
+        d.set_item("message", diag.to_string())?;
+        d.set_item("details", json_object(py, &diag.error.details())?)?;
+        list.append(d)?;
+    }
+    Ok(list)
+}
+
+/// Chat messages from a list of `{"role", "content"[, "name"]}` mappings.
+fn messages_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<core::Message>> {
+    let seq = obj.cast::<PySequence>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "expected a str or a list of messages, not {}",
+            type_name(obj)
+        ))
+    })?;
+    let mut out = Vec::new();
+    for (i, item) in seq.try_iter()?.enumerate() {
+        let item = item?;
+        let m = item.cast::<PyMapping>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "messages[{i}] must be a dict with `role` and `content`, not {}",
+                type_name(&item)
+            ))
+        })?;
+        let field = |key: &str| -> PyResult<Option<String>> {
+            match m.get_item(key) {
+                Ok(v) if v.is_none() => Ok(None),
+                Ok(v) => Ok(Some(
+                    any_str(&v, &format!("messages[{i}].{key}"))?.into_owned(),
+                )),
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(obj.py()) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let need = |key: &str| -> PyResult<String> {
+            field(key)?.ok_or_else(|| PyTypeError::new_err(format!("messages[{i}] has no `{key}`")))
+        };
+        out.push(core::Message {
+            role: need("role")?,
+            content: need("content")?,
+            name: field("name")?,
+        });
+    }
+    Ok(out)
+}
+
+/// Texts shorter than this are counted without releasing the interpreter
+/// (releasing and re-taking it would cost more than the count).
+const DETACH_MIN_BYTES: usize = 256;
+
+fn count(
+    py: Python<'_>,
+    text_or_messages: &Bound<'_, PyAny>,
+    model: &str,
+) -> Res<core::TokenCount> {
+    if let Ok(s) = text_or_messages.cast::<PyString>() {
+        let text = py_str(s)?;
+        if text.len() < DETACH_MIN_BYTES {
+            return Ok(core::tokens::count_text(&text, model));
+        }
+        let text: &str = &text;
+        return detached(py, || Ok(core::tokens::count_text(text, model)));
+    }
+    let messages = messages_arg(text_or_messages)?;
+    detached(py, || Ok(core::tokens::count_messages(&messages, model)))
+}
+
+// ---------------------------------------------------------------------------
+// Classes
+// ---------------------------------------------------------------------------
+
+/// The native client. `promptops.Client` subclasses it (adding the live
+/// delivery parameters and `aget`).
+#[pyclass(module = "promptops._lowlevel", subclass, frozen)]
+struct Client {
+    inner: core::Client,
+    cache: Mutex<PromptCache>,
+}
+
+/// The `Prompt` objects handed out for the current snapshot, by lookup
+/// (name, or name + label + version). A prompt is immutable, so a repeated
+/// `get` returns the same object instead of building a new one; the cache
+/// is emptied when the store holds another snapshot. Lookups with a
+/// fallback are not cached.
+struct PromptCache {
+    /// The snapshot the entries come from (held, so its address identifies it).
+    snapshot: Option<Arc<core::CompiledSnapshot>>,
+    prompts: Option<Py<PyDict>>,
+}
+
+/// More entries than this (an app looking up ever new names) empties the
+/// cache.
+const PROMPT_CACHE_MAX: usize = 4096;
+
+impl Client {
+    /// The cache entry for `key` in snapshot `snap`, if any.
+    fn cached<'py>(
+        &self,
+        py: Python<'py>,
+        snap: &Arc<core::CompiledSnapshot>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, Prompt>>> {
+        let c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        match (&c.snapshot, &c.prompts) {
+            (Some(s), Some(d)) if Arc::ptr_eq(s, snap) => match d.bind(py).get_item(key)? {
+                Some(p) => Ok(Some(p.cast_into::<Prompt>()?)),
+                None => Ok(None),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    fn remember(
+        &self,
+        py: Python<'_>,
+        snap: Arc<core::CompiledSnapshot>,
+        key: &Bound<'_, PyAny>,
+        prompt: &Bound<'_, Prompt>,
+    ) -> PyResult<()> {
+        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = !matches!(&c.snapshot, Some(s) if Arc::ptr_eq(s, &snap));
+        let full = c
+            .prompts
+            .as_ref()
+            .is_some_and(|d| d.bind(py).len() >= PROMPT_CACHE_MAX);
+        if fresh || full || c.prompts.is_none() {
+            c.snapshot = Some(snap);
+            c.prompts = Some(PyDict::new(py).unbind());
+        }
+        if let Some(d) = &c.prompts {
+            d.bind(py).set_item(key, prompt)?;
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Client {
+    #[new]
+    #[pyo3(signature = (*, project=None, bundle=None, prompts_dir=None, strict=false))]
+    fn new(
+        py: Python<'_>,
+        project: Option<String>,
+        bundle: Option<PathBuf>,
+        prompts_dir: Option<PathBuf>,
+        strict: bool,
+    ) -> PyResult<Self> {
+        guard(py, || {
+            let mut b = core::Client::builder().strict(strict);
+            if let Some(p) = project {
+                b = b.project(p);
+            }
+            if let Some(p) = bundle {
+                b = b.bundle(p);
+            }
+            if let Some(p) = prompts_dir {
+                b = b.prompts_dir(p);
+            }
+            let inner = detached(py, || b.build())?;
+            Ok(Client {
+                inner,
+                cache: Mutex::new(PromptCache {
+                    snapshot: None,
+                    prompts: None,
+                }),
+            })
+        })
+    }
+
+    /// The prompt `name` under `label`, or at `version` (the label is then
+    /// not used), with an optional inline fallback.
+    #[pyo3(
+        signature = (name, label=None, version=None, fallback=None),
+        text_signature = "($self, name, label='production', version=None, fallback=None)"
+    )]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyString>,
+        label: Option<&Bound<'py, PyString>>,
+        version: Option<u32>,
+        fallback: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, Prompt>> {
+        let fallback = fallback.filter(|f| !f.is_none());
+        // The cache key: the name alone for the default lookup, else
+        // (name, label, version).
+        let key = if fallback.is_some() {
+            None
+        } else if label.is_none() && version.is_none() {
+            Some(name.clone().into_any())
+        } else {
+            Some(
+                PyTuple::new(
+                    py,
+                    [
+                        name.clone().into_any(),
+                        label.into_pyobject(py)?,
+                        version.into_pyobject(py)?,
+                    ],
+                )?
+                .into_any(),
+            )
+        };
+        let snap = self.inner.snapshot();
+        if let (Some(key), Some(snap)) = (&key, &snap)
+            && let Some(hit) = self.cached(py, snap, key)?
+        {
+            return Ok(hit);
+        }
+        let inner = guard(py, || {
+            let name = py_str(name)?;
+            let label = match label {
+                Some(l) => py_str(l)?,
+                None => Cow::Borrowed(core::DEFAULT_LABEL),
+            };
+            let fallback = match fallback {
+                None => None,
+                Some(f) => Some(fallback_arg(f)?),
+            };
+            // The client's default label is `production`: leaving it to the
+            // core spares an allocation on the common path.
+            let label = match version {
+                Some(_) => None,
+                None if label == core::DEFAULT_LABEL => None,
+                None => Some(label.into_owned()),
+            };
+            let opts = core::GetOptions {
+                label,
+                version,
+                fallback,
+            };
+            Ok(self.inner.get_with(&name, &opts)?)
+        })?;
+        let from_snapshot = inner.source() != core::Source::Fallback;
+        let prompt = Bound::new(py, Prompt { inner })?;
+        if let (Some(key), Some(snap), true) = (&key, snap, from_snapshot) {
+            self.remember(py, snap, key, &prompt)?;
+        }
+        Ok(prompt)
+    }
+
+    /// "valid" when prompt data is loaded, "off" when none is.
+    #[getter]
+    fn status(&self) -> &'static str {
+        match self.inner.snapshot() {
+            Some(_) => "valid",
+            None => "off",
+        }
+    }
+
+    #[getter]
+    fn project(&self) -> Option<String> {
+        match self.inner.project() {
+            Some(p) => Some(p.to_string()),
+            None => self.inner.snapshot().map(|s| s.data().project.clone()),
+        }
+    }
+
+    #[getter]
+    fn diagnostics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        guard(py, || Ok(diagnostics_list(py, &self.inner.diagnostics())?))
+    }
+
+    /// Call `callback(changes)` after every update that changes what a
+    /// label serves. An exception in the callback is reported with
+    /// `sys.unraisablehook` and goes no further.
+    fn on_change(&self, py: Python<'_>, callback: Bound<'_, PyAny>) -> PyResult<()> {
+        if !callback.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "on_change needs a callable, not {}",
+                type_name(&callback)
+            )));
+        }
+        let callback: Py<PyAny> = callback.unbind();
+        guard(py, || {
+            self.inner.on_change(move |changes| {
+                Python::attach(|py| {
+                    let cb = callback.bind(py);
+                    let called = changes_list(py, changes).and_then(|list| cb.call1((list,)));
+                    if let Err(e) = called {
+                        e.write_unraisable(py, Some(cb));
+                    }
+                })
+            });
+            Ok(())
+        })
+    }
+
+    /// Push a snapshot (JSON text or bytes) into the store, as live sources
+    /// do. Returns what the store did.
+    fn apply_snapshot<'py>(
+        &self,
+        py: Python<'py>,
+        snapshot: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        guard(py, || {
+            let bytes: Vec<u8> = if let Ok(s) = snapshot.cast::<PyString>() {
+                py_str(s)?.as_bytes().to_vec()
+            } else if let Ok(b) = snapshot.cast::<PyBytes>() {
+                b.as_bytes().to_vec()
+            } else {
+                return Err(PyTypeError::new_err(format!(
+                    "snapshot must be JSON str or bytes, not {}",
+                    type_name(snapshot)
+                ))
+                .into());
+            };
+            let inner = &self.inner;
+            let out = detached(py, move || {
+                let data = core::SnapshotData::from_json(&bytes)?;
+                inner.apply(core::Update::Snapshot(data), core::Source::Memory)
+            })?;
+            let d = PyDict::new(py);
+            d.set_item("applied", out.applied)?;
+            d.set_item("revision", out.revision)?;
+            d.set_item("hash", &out.hash)?;
+            d.set_item("changes", changes_list(py, &out.changes)?)?;
+            d.set_item("diagnostics", diagnostics_list(py, &out.diagnostics)?)?;
+            Ok(d)
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<promptops.Client project={:?} status={:?}>",
+            self.project().unwrap_or_default(),
+            self.status()
+        )
+    }
+}
+
+fn fallback_arg(f: &Bound<'_, PyAny>) -> Res<core::Fallback> {
+    if let Ok(s) = f.cast::<PyString>() {
+        return Ok(core::Fallback::Text(py_str(s)?.into_owned()));
+    }
+    if f.cast::<PySequence>().is_ok() {
+        let msgs = messages_arg(f)?;
+        if msgs.iter().any(|m| m.name.is_some()) {
+            return Err(
+                PyTypeError::new_err("fallback messages take `role` and `content` only").into(),
+            );
+        }
+        return Ok(core::Fallback::Chat(
+            msgs.into_iter().map(|m| (m.role, m.content)).collect(),
+        ));
+    }
+    Err(PyTypeError::new_err(format!(
+        "fallback must be a str (text) or a list of {{\"role\", \"content\"}} dicts (chat), not {}",
+        type_name(f)
+    ))
+    .into())
+}
+
+/// Renders of at most this many bytes (template plus variable text) whose
+/// templates have no block tags (no loops, conditionals, includes or
+/// macros) take about a microsecond: they run without releasing the GIL,
+/// which would cost a good part of that. Everything else renders with the
+/// GIL released.
+const INLINE_RENDER_BYTES: usize = 2048;
+
+/// Whether `t` has a `{%` (block tag): `%` is rare in prompt text, so one
+/// vectorised scan for it settles most templates.
+fn has_block_tag(t: &str) -> bool {
+    let b = t.as_bytes();
+    memchr::memchr_iter(b'%', b).any(|i| i > 0 && b[i - 1] == b'{')
+}
+
+fn is_light(p: &core::Prompt, var_bytes: usize) -> bool {
+    let data = p.data();
+    let variant = p.variant_name().and_then(|v| data.variants.get(v));
+    let mut budget = INLINE_RENDER_BYTES.saturating_sub(var_bytes);
+    let mut fits = |t: &str| {
+        if t.len() > budget || has_block_tag(t) {
+            return false;
+        }
+        budget -= t.len();
+        true
+    };
+    match (
+        variant.and_then(|v| v.template.as_deref()),
+        variant.and_then(|v| v.messages.as_deref()),
+    ) {
+        (Some(t), _) => fits(t),
+        (None, Some(ms)) => ms.iter().all(|m| fits(&m.content)),
+        (None, None) => match &data.body {
+            core::Body::Text { template } => fits(template),
+            core::Body::Chat { messages } => messages.iter().all(|m| fits(&m.content)),
+        },
+    }
+}
+
+/// A prompt ready to render (one version of one prompt).
+#[pyclass(module = "promptops._lowlevel", frozen)]
+struct Prompt {
+    inner: core::Prompt,
+}
+
+#[pymethods]
+impl Prompt {
+    #[getter]
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    #[getter]
+    fn version(&self) -> u32 {
+        self.inner.version()
+    }
+
+    #[getter]
+    fn label(&self) -> Option<&str> {
+        self.inner.label()
+    }
+
+    #[getter]
+    fn source(&self) -> &'static str {
+        self.inner.source().as_str()
+    }
+
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.inner.kind().as_str()
+    }
+
+    #[getter]
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        guard(py, || config_dict(py, self.inner.config()))
+    }
+
+    #[getter]
+    fn variants(&self) -> Vec<&str> {
+        self.inner.variants().collect()
+    }
+
+    #[getter]
+    fn variant_name(&self) -> Option<&str> {
+        self.inner.variant_name()
+    }
+
+    /// The same prompt with variant `name` selected.
+    fn variant(&self, py: Python<'_>, name: &str) -> PyResult<Prompt> {
+        guard(py, || {
+            Ok(Prompt {
+                inner: self.inner.variant(name)?,
+            })
+        })
+    }
+
+    /// The variant meant for `model` (or the prompt itself).
+    fn for_model(&self, py: Python<'_>, model: &str) -> PyResult<Prompt> {
+        guard(py, || {
+            Ok(Prompt {
+                inner: self.inner.for_model(model),
+            })
+        })
+    }
+
+    /// Render with `vars` and/or keyword arguments (keywords win).
+    #[pyo3(signature = (vars=None, /, **kwargs))]
+    fn render(
+        &self,
+        py: Python<'_>,
+        vars: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Rendered> {
+        guard(py, || {
+            let (ctx, var_bytes) = context(vars, kwargs)?;
+            let prompt = &self.inner;
+            let inner = if is_light(prompt, var_bytes) {
+                prompt.render(&ctx)?
+            } else {
+                detached(py, || prompt.render(&ctx))?
+            };
+            Ok(Rendered::new(inner))
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<promptops.Prompt {} v{} label={} source={}>",
+            self.inner.name(),
+            self.inner.version(),
+            self.inner.label().unwrap_or("-"),
+            self.inner.source().as_str()
+        )
+    }
+}
+
+/// The result of rendering a prompt.
+#[pyclass(module = "promptops._lowlevel", frozen)]
+struct Rendered {
+    inner: core::Rendered,
+    /// The text as a Python str, made on first access. (A std `OnceLock`:
+    /// its initialiser never releases the GIL, so no thread can wait on it
+    /// while holding the GIL another needs.)
+    text: OnceLock<Py<PyString>>,
+    tokens: OnceLock<core::TokenCount>,
+}
+
+impl Rendered {
+    fn new(inner: core::Rendered) -> Self {
+        Rendered {
+            inner,
+            text: OnceLock::new(),
+            tokens: OnceLock::new(),
+        }
+    }
+
+    fn tokens(&self, py: Python<'_>) -> PyResult<core::TokenCount> {
+        if let Some(t) = self.tokens.get() {
+            return Ok(*t);
+        }
+        let inner = &self.inner;
+        let t = guard(py, || detached(py, || Ok(inner.input_tokens())))?;
+        Ok(*self.tokens.get_or_init(|| t))
+    }
+}
+
+#[pymethods]
+impl Rendered {
+    #[getter]
+    fn text<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyString>>> {
+        let Some(t) = self.inner.text.as_deref() else {
+            return Ok(None);
+        };
+        if let Some(s) = self.text.get() {
+            return Ok(Some(s.bind(py).clone()));
+        }
+        let s = PyString::new(py, t).unbind();
+        Ok(Some(self.text.get_or_init(|| s).bind(py).clone()))
+    }
+
+    #[getter]
+    fn messages<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+        let Some(ms) = &self.inner.messages else {
+            return Ok(None);
+        };
+        let list = PyList::empty(py);
+        for m in ms {
+            list.append(message_dict(py, m)?)?;
+        }
+        Ok(Some(list))
+    }
+
+    #[getter]
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        guard(py, || config_dict(py, &self.inner.config))
+    }
+
+    #[getter]
+    fn model(&self) -> Option<&str> {
+        self.inner.model()
+    }
+
+    #[getter]
+    fn input_tokens(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.tokens(py)?.count)
+    }
+
+    #[getter]
+    fn tokens_exact(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.tokens(py)?.exact)
+    }
+
+    #[getter]
+    fn tokens_encoding(&self, py: Python<'_>) -> PyResult<&'static str> {
+        Ok(self.tokens(py)?.encoding.name())
+    }
+
+    #[getter]
+    fn estimated_cost_usd(&self, py: Python<'_>) -> PyResult<Option<f64>> {
+        self.tokens(py)?;
+        Ok(self.inner.estimated_cost_usd())
+    }
+
+    #[getter]
+    fn prompt(&self) -> &str {
+        &self.inner.prompt.name
+    }
+
+    #[getter]
+    fn version(&self) -> Option<u32> {
+        self.inner.prompt.version
+    }
+
+    #[getter]
+    fn label(&self) -> Option<&str> {
+        self.inner.label.as_deref()
+    }
+
+    #[getter]
+    fn variant(&self) -> Option<&str> {
+        self.inner.variant.as_deref()
+    }
+
+    #[getter]
+    fn source(&self) -> &'static str {
+        self.inner.source.as_str()
+    }
+
+    /// The text, or the messages as `role: content` lines.
+    fn __str__(&self) -> String {
+        self.inner.as_text()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<promptops.Rendered {} v{} {}>",
+            self.inner.prompt.name,
+            self.inner.prompt.version.unwrap_or(0),
+            if self.inner.text.is_some() {
+                "text"
+            } else {
+                "chat"
+            }
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Functions
+// ---------------------------------------------------------------------------
+
+/// Tokens of a text, or billed input tokens of a chat message list.
+#[pyfunction]
+#[pyo3(signature = (text_or_messages, model="gpt-4o"))]
+fn count_tokens(
+    py: Python<'_>,
+    text_or_messages: &Bound<'_, PyAny>,
+    model: &str,
+) -> PyResult<usize> {
+    guard(py, || Ok(count(py, text_or_messages, model)?.count))
+}
+
+/// Like `count_tokens`, with the encoding and whether the count is exact.
+#[pyfunction]
+#[pyo3(signature = (text_or_messages, model="gpt-4o"))]
+fn count_tokens_detail<'py>(
+    py: Python<'py>,
+    text_or_messages: &Bound<'py, PyAny>,
+    model: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    guard(py, || {
+        let t = count(py, text_or_messages, model)?;
+        Ok(token_detail(py, &t)?)
+    })
+}
+
+/// How `model`'s tokens are counted: encoding, exact, factor.
+#[pyfunction]
+fn tokenizer_for_model<'py>(py: Python<'py>, model: &str) -> PyResult<Bound<'py, PyDict>> {
+    guard(py, || {
+        let t = core::tokens::tokenizer_for_model(model);
+        let d = PyDict::new(py);
+        d.set_item("encoding", t.encoding.name())?;
+        d.set_item("exact", t.exact)?;
+        d.set_item("factor", t.factor)?;
+        Ok(d)
+    })
+}
+
+static PRICING: LazyLock<core::PricingTable> = LazyLock::new(core::PricingTable::builtin);
+
+fn token_arg(obj: &Bound<'_, PyAny>, field: &str) -> Res<u64> {
+    if !obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyBool>() {
+        return Err(PyTypeError::new_err(format!(
+            "{field} must be an int, not {}",
+            type_name(obj)
+        ))
+        .into());
+    }
+    obj.extract::<u64>().map_err(|_| {
+        core::Error::Validation {
+            prompt: "estimate_cost".into(),
+            field: field.into(),
+            message: format!("must be an integer from 0 to {}", u64::MAX),
+        }
+        .into()
+    })
+}
+
+/// Cost in USD of a call (built-in price table), `None` for an unknown model.
+#[pyfunction]
+fn estimate_cost(
+    py: Python<'_>,
+    model: &str,
+    input_tokens: &Bound<'_, PyAny>,
+    output_tokens: &Bound<'_, PyAny>,
+) -> PyResult<Option<f64>> {
+    guard(py, || {
+        let i = token_arg(input_tokens, "input_tokens")?;
+        let o = token_arg(output_tokens, "output_tokens")?;
+        Ok(PRICING.estimate_cost(model, i, o))
+    })
+}
+
+/// The built-in price of `model` (USD per million tokens, context window);
+/// an unknown model raises `UnknownModel`.
+#[pyfunction]
+fn model_price<'py>(py: Python<'py>, model: &str) -> PyResult<Bound<'py, PyDict>> {
+    guard(py, || {
+        let p = PRICING.require(model)?;
+        let d = PyDict::new(py);
+        d.set_item("provider", &p.provider)?;
+        d.set_item("model", &p.model)?;
+        d.set_item("input_per_mtok", p.input_per_mtok)?;
+        d.set_item("output_per_mtok", p.output_per_mtok)?;
+        d.set_item("cached_input_per_mtok", p.cached_input_per_mtok)?;
+        d.set_item("context_window", p.context_window)?;
+        Ok(d)
+    })
+}
+
+/// Panics in Rust on purpose: the test suite uses it to check that a panic
+/// becomes `promptops.PromptOpsError` and never reaches the interpreter.
+#[pyfunction]
+fn _test_panic(py: Python<'_>, message: &str) -> PyResult<()> {
+    guard(py, || -> Res<()> { panic!("{message}") })?;
+    Ok(())
+}
+
+#[pymodule]
+fn _lowlevel(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    FAST_UTF8.store(py.version_info() >= (3, 10), Ordering::Relaxed);
+    m.add_class::<Client>()?;
+    m.add_class::<Prompt>()?;
+    m.add_class::<Rendered>()?;
+    m.add_function(wrap_pyfunction!(count_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(count_tokens_detail, m)?)?;
+    m.add_function(wrap_pyfunction!(tokenizer_for_model, m)?)?;
+    m.add_function(wrap_pyfunction!(estimate_cost, m)?)?;
+    m.add_function(wrap_pyfunction!(model_price, m)?)?;
+    m.add_function(wrap_pyfunction!(_test_panic, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("BUILTIN_PRICES_AS_OF", core::pricing::BUILTIN_PRICES_AS_OF)?;
+    Ok(())
+}

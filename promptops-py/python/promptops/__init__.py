@@ -1,0 +1,83 @@
+"""promptops: render versioned LLM prompts in-process.
+
+>>> import promptops
+>>> promptops.count_tokens("hello world")
+2
+
+The engine is the Rust crate ``promptops-core``; this package is a thin
+binding over it (``promptops._lowlevel``) plus the exception classes.
+"""
+
+from __future__ import annotations
+
+from ._client import Client
+from ._errors import (
+    ConfigError,
+    FuelExhausted,
+    IncludeCycleError,
+    OutputLimitError,
+    ParseError,
+    PromptNotFound,
+    PromptOpsError,
+    PromptOpsIOError,
+    RegistryUnavailable,
+    SnapshotError,
+    TemplateError,
+    UnknownModel,
+    ValidationError,
+    VariableError,
+)
+from ._lowlevel import (
+    BUILTIN_PRICES_AS_OF,
+    Prompt,
+    Rendered,
+    __version__,
+    count_tokens,
+    count_tokens_detail,
+    estimate_cost,
+    model_price,
+    tokenizer_for_model,
+)
+from ._types import (
+    ApplyResult,
+    Change,
+    Diagnostic,
+    Message,
+    ModelPrice,
+    TokenCountDetail,
+    TokenizerInfo,
+)
+
+__all__ = [
+    "__version__",
+    "BUILTIN_PRICES_AS_OF",
+    "Client",
+    "Prompt",
+    "Rendered",
+    "count_tokens",
+    "count_tokens_detail",
+    "estimate_cost",
+    "tokenizer_for_model",
+    "model_price",
+    "Message",
+    "ModelPrice",
+    "TokenCountDetail",
+    "TokenizerInfo",
+    "Change",
+    "Diagnostic",
+    "ApplyResult",
+    "PromptOpsError",
+    "PromptNotFound",
+    "TemplateError",
+    "VariableError",
+    "ValidationError",
+    "IncludeCycleError",
+    "ParseError",
+    "SnapshotError",
+    "UnknownModel",
+    "OutputLimitError",
+    "FuelExhausted",
+    "ConfigError",
+    "RegistryUnavailable",
+    "PromptOpsIOError",
+]

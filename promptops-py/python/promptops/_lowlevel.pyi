@@ -1,0 +1,138 @@
+# Hand-written stub of the native module (promptops-py/src/lib.rs).
+# Checked against the built module by `python -m mypy.stubtest promptops._lowlevel`.
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union, final
+
+from typing_extensions import Self, disjoint_base
+
+from promptops._types import (
+    ApplyResult,
+    Diagnostic,
+    Message,
+    ModelPrice,
+    TokenCountDetail,
+    TokenizerInfo,
+)
+
+__all__ = [
+    "Client",
+    "Prompt",
+    "Rendered",
+    "count_tokens",
+    "count_tokens_detail",
+    "tokenizer_for_model",
+    "estimate_cost",
+    "model_price",
+    "_test_panic",
+    "__version__",
+    "BUILTIN_PRICES_AS_OF",
+]
+
+__version__: str
+BUILTIN_PRICES_AS_OF: str
+
+@disjoint_base
+class Client:
+    def __new__(
+        cls,
+        *,
+        project: Optional[str] = None,
+        bundle: Optional[Union[str, os.PathLike[str]]] = None,
+        prompts_dir: Optional[Union[str, os.PathLike[str]]] = None,
+        strict: bool = False,
+    ) -> Self: ...
+    def get(
+        self,
+        name: str,
+        label: str = "production",
+        version: Optional[int] = None,
+        fallback: Optional[Union[str, Sequence[Message]]] = None,
+    ) -> Prompt:
+        """The prompt ``name`` under ``label``, or at ``version`` (the label is
+        then not used). ``fallback`` (text, or chat messages) is served, with
+        ``source == "fallback"``, only when the prompt is in no source."""
+    @property
+    def status(self) -> str:
+        """``"valid"`` when prompt data is loaded, ``"off"`` when none is."""
+    @property
+    def project(self) -> Optional[str]: ...
+    @property
+    def diagnostics(self) -> List[Diagnostic]:
+        """Problems found while loading (the rest of the prompts still load)."""
+    def on_change(self, callback: Any) -> None:
+        """Call ``callback(changes: list[Change])`` after every update that
+        changes what a label serves. Exceptions in the callback are reported
+        through ``sys.unraisablehook`` and go no further."""
+    def apply_snapshot(self, snapshot: Union[str, bytes]) -> ApplyResult: ...
+
+@final
+class Prompt:
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> int:
+        """The version number (0 for an inline fallback)."""
+    @property
+    def label(self) -> Optional[str]:
+        """The label it was looked up by (``None`` for a pinned version)."""
+    @property
+    def source(self) -> str:
+        """``"memory"``, ``"disk"``, ``"bundle"`` or ``"fallback"``."""
+    @property
+    def kind(self) -> str:
+        """``"text"`` or ``"chat"``."""
+    @property
+    def config(self) -> Dict[str, Any]:
+        """The model config (``provider``, ``model``, ``temperature``, ...)."""
+    @property
+    def variants(self) -> List[str]: ...
+    @property
+    def variant_name(self) -> Optional[str]: ...
+    def variant(self, name: str) -> Prompt: ...
+    def for_model(self, model: str) -> Prompt: ...
+    def render(self, vars: Optional[Mapping[str, Any]] = None, /, **kwargs: Any) -> Rendered:
+        """Render with ``vars`` and/or keyword arguments (keywords win).
+        Values may be dict, list, tuple, str, int, float, bool or None
+        (and other mappings and sequences)."""
+
+@final
+class Rendered:
+    @property
+    def text(self) -> Optional[str]:
+        """The rendered text (text prompts), else ``None``."""
+    @property
+    def messages(self) -> Optional[List[Message]]:
+        """The rendered messages (chat prompts), else ``None``."""
+    @property
+    def config(self) -> Dict[str, Any]: ...
+    @property
+    def model(self) -> Optional[str]: ...
+    @property
+    def input_tokens(self) -> int:
+        """Input tokens for the config's model (computed once, on first use)."""
+    @property
+    def tokens_exact(self) -> bool: ...
+    @property
+    def tokens_encoding(self) -> str: ...
+    @property
+    def estimated_cost_usd(self) -> Optional[float]:
+        """Cost of the input in USD, ``None`` when the model is not priced."""
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def version(self) -> Optional[int]: ...
+    @property
+    def label(self) -> Optional[str]: ...
+    @property
+    def variant(self) -> Optional[str]: ...
+    @property
+    def source(self) -> str: ...
+
+def count_tokens(text_or_messages: Union[str, Sequence[Message]], model: str = "gpt-4o") -> int: ...
+def count_tokens_detail(
+    text_or_messages: Union[str, Sequence[Message]], model: str = "gpt-4o"
+) -> TokenCountDetail: ...
+def tokenizer_for_model(model: str) -> TokenizerInfo: ...
+def estimate_cost(model: str, input_tokens: int, output_tokens: int) -> Optional[float]: ...
+def model_price(model: str) -> ModelPrice: ...
+def _test_panic(message: str) -> None: ...

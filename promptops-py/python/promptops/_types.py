@@ -1,0 +1,83 @@
+"""Typed shapes of the dicts promptops takes and returns."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, TypedDict
+
+__all__ = [
+    "Message",
+    "TokenCountDetail",
+    "TokenizerInfo",
+    "Change",
+    "Diagnostic",
+    "ApplyResult",
+    "ModelPrice",
+]
+
+
+class _MessageRequired(TypedDict):
+    role: str
+    content: str
+
+
+class Message(_MessageRequired, total=False):
+    """A chat message as the OpenAI and Anthropic SDKs take it. ``name`` is
+    present only when the prompt sets one."""
+
+    name: str
+
+
+class TokenCountDetail(TypedDict):
+    count: int
+    encoding: str
+    """``cl100k_base`` or ``o200k_base``."""
+    exact: bool
+    """``False`` for an estimate (non-OpenAI models)."""
+
+
+class TokenizerInfo(TypedDict):
+    encoding: str
+    exact: bool
+    factor: float
+    """Counts are multiplied by this (1.0 for exact counts)."""
+
+
+class Change(TypedDict):
+    """``prompt`` under ``label`` moved from version ``old`` to ``new``
+    (``None``: not served under that label before / any more)."""
+
+    prompt: str
+    label: str
+    old: Optional[int]
+    new: Optional[int]
+
+
+class Diagnostic(TypedDict):
+    """A problem found while loading prompts (the rest still loads)."""
+
+    prompt: str
+    version: Optional[int]
+    label: Optional[str]
+    kind: str
+    message: str
+    details: Dict[str, Any]
+
+
+class ApplyResult(TypedDict):
+    applied: bool
+    """``False`` when the snapshot was not newer than the current data."""
+    revision: int
+    hash: str
+    changes: List[Change]
+    diagnostics: List[Diagnostic]
+
+
+class ModelPrice(TypedDict):
+    """A model's built-in price, USD per million tokens."""
+
+    provider: str
+    model: str
+    input_per_mtok: float
+    output_per_mtok: float
+    cached_input_per_mtok: Optional[float]
+    context_window: Optional[int]

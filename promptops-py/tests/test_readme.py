@@ -1,0 +1,51 @@
+"""Every ```python block of promptops-py/README.md runs, in order, in one
+namespace, from the repository root; what a block prints must equal its
+full-line `# ...` comments (the README's shown output)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+from typing import Any, Dict, List, Tuple
+
+import pytest
+
+from conftest import PY_ROOT, REPO
+
+README = PY_ROOT / "README.md"
+
+
+def python_blocks() -> List[Tuple[int, str]]:
+    text = README.read_text(encoding="utf-8")
+    out = []
+    for m in re.finditer(r"^```python\n(.*?)^```", text, flags=re.S | re.M):
+        line = text[: m.start()].count("\n") + 2
+        out.append((line, m.group(1)))
+    return out
+
+
+def expected_output(block: str) -> str:
+    lines = [
+        ln.strip()[2:] if ln.strip() != "#" else ""
+        for ln in block.splitlines()
+        if ln.lstrip().startswith("#")
+    ]
+    return "".join(f"{ln}\n" for ln in lines)
+
+
+def test_readme_has_python_blocks() -> None:
+    assert len(python_blocks()) >= 8
+
+
+def test_readme_python_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    ns: Dict[str, Any] = {"__name__": "__readme__"}
+    for line, block in python_blocks():
+        buf = io.StringIO()
+        code = compile(block, f"{README}:{line}", "exec")
+        with contextlib.redirect_stdout(buf):
+            exec(code, ns)
+        assert buf.getvalue() == expected_output(block), f"README block at line {line}"
+    assert os.getcwd() == str(REPO)
