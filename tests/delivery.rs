@@ -229,7 +229,12 @@ async fn server_killed_and_restarted() {
     assert!(reads > 100);
     assert_eq!(failures, 0, "no read may fail during an outage");
     // Every reconnect resumed from a revision (Last-Event-ID), never from
-    // scratch.
+    // scratch. (Convergence may come from the snapshot request first; the
+    // stream reconnects right after.)
+    wait_until("stream reconnected", Duration::from_secs(5), || {
+        reg.inner.lock().unwrap().stream_requests >= 2
+    })
+    .await;
     let g = reg.inner.lock().unwrap();
     assert!(g.last_event_ids.len() >= 2, "{:?}", g.last_event_ids);
     assert!(
@@ -436,8 +441,11 @@ async fn disk_cache_serves_when_the_registry_is_down_at_start() {
         Source::Memory
     );
 
-    // A corrupt or old-format cache file is ignored, never served.
+    // A corrupt or old-format cache file is ignored, never served. (Give
+    // the closed client's sync thread a moment: a save it had begun may
+    // still land.)
     second.close();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     std::fs::write(&file, b"{\"cache_format\": 1, \"snapshot\": {\"trunc").unwrap();
     proxy.set(Net::Down);
     let third = builder(&proxy.url())

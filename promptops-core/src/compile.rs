@@ -338,7 +338,13 @@ impl CompiledSnapshot {
                         route_policy: None,
                     }
                 }
-                None => compile_prompt(&mut env, p, &mut diagnostics, &mut dedupe),
+                None => compile_prompt(
+                    &mut env,
+                    p,
+                    &mut diagnostics,
+                    &mut dedupe,
+                    base.and_then(|b| b.prompts.get(&p.name)),
+                ),
             };
             prompts.insert(p.name.clone(), compiled);
         }
@@ -460,9 +466,27 @@ fn compile_prompt(
     p: &PromptData,
     diagnostics: &mut Vec<Diagnostic>,
     dedupe: &mut Dedupe,
+    previous: Option<&CompiledPrompt>,
 ) -> CompiledPrompt {
     let mut versions = HashMap::with_capacity_and_hasher(p.versions.len(), Default::default());
     for v in &p.versions {
+        // Versions are immutable: one already compiled (same data) is
+        // reused, so a label move (publish, rollback) compiles nothing.
+        if let Some(old) = previous
+            .and_then(|o| o.versions.get(&v.version))
+            .filter(|o| o.data == *v)
+        {
+            if let Some(e) = old.first_error() {
+                diagnostics.push(Diagnostic {
+                    prompt: p.name.clone(),
+                    version: Some(v.version),
+                    label: None,
+                    error: e.clone(),
+                });
+            }
+            versions.insert(v.version, old.clone());
+            continue;
+        }
         let cv = compile_version_with(
             env,
             &p.name,

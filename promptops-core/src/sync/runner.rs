@@ -126,7 +126,10 @@ impl Ctx {
         let out = self.store.apply(update, Source::Memory)?;
         if out.applied {
             self.status.applied(source_name);
-            if let (Some(cache), Some(snap)) = (&self.cache, self.store.current()) {
+            // A closed client writes nothing more.
+            if let (Some(cache), Some(snap), false) =
+                (&self.cache, self.store.current(), self.is_shutdown())
+            {
                 let etag = self.etag.lock().ok().and_then(|e| e.clone());
                 if let Err(e) = cache.save(snap.registry_data(), etag.as_deref()) {
                     tracing::warn!(target: "promptops::sync", "cannot write the disk cache: {e}");
