@@ -91,6 +91,17 @@ function setup() {
   const muOpts = { escape: (s) => String(s) };
   Mustache.parse(mu1);
   Mustache.parse(mu2);
+  const noCache = (enc, text) => {
+    let off = false;
+    return () => {
+      if (!off) {
+        enc.setMergeCacheSize(0);
+        enc.clearMergeCache();
+        off = true;
+      }
+      return enc.countTokens(text);
+    };
+  };
   const jtCl = new Tiktoken(clRanks);
   const jtO2 = new Tiktoken(o2Ranks);
 
@@ -117,6 +128,10 @@ function setup() {
     ['K', 'promptops', 'addon', 'o200k_base countTokens', () => promptops.countTokens(corpus, { encoding: 'o200k_base' }), expectedTokens.o200k_base],
     ['K', 'gpt-tokenizer', '4.0.0', 'o200k_base countTokens', () => gptO2.countTokens(corpus), expectedTokens.o200k_base],
     ['K', 'js-tiktoken', '1.0.21', 'o200k_base encode', () => jtO2.encode(corpus, [], []).length, expectedTokens.o200k_base],
+    // gpt-tokenizer with its merge cache off: the cost on text it has not
+    // seen (these run last: the cache size is per encoding module).
+    ['K', 'gpt-tokenizer', '4.0.0', 'cl100k_base countTokens, no merge cache', noCache(gptCl, corpus), expectedTokens.cl100k_base],
+    ['K', 'gpt-tokenizer', '4.0.0', 'o200k_base countTokens, no merge cache', noCache(gptO2, corpus), expectedTokens.o200k_base],
   ];
   const profile = () => {
     // Phases of the T2 render inside the addon: [decode vars, core render, JS string].

@@ -471,9 +471,14 @@ async fn disk_cache_serves_when_the_registry_is_down_at_start() {
         rendered(&fourth) == "reply v3 Ann sig2"
     })
     .await;
+    // The good data replaced the bad file (written right after the swap).
+    let disk = promptops_core::sync::DiskCache::new(cache.path(), PROJECT);
+    wait_until("cache rewritten", Duration::from_secs(5), || {
+        disk.load()
+            .is_some_and(|(s, _)| s.revision == reg.revision())
+    })
+    .await;
     fourth.close();
-    let cached = promptops_core::sync::DiskCache::new(cache.path(), PROJECT).load();
-    assert_eq!(cached.unwrap().0.revision, reg.revision());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

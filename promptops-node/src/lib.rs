@@ -1,4 +1,1830 @@
-//! Node.js bindings of promptops. Skeleton until the Node package issue
-//! lands: it only proves the core links into this crate.
+//! Node.js bindings of promptops (napi-rs). Conversion and error mapping
+//! only: every behaviour lives in `promptops-core`. The idiomatic JS surface
+//! (error subclasses, `client.on('change')`, lazy token getters, the prompt
+//! cache) is the thin `index.js` beside this crate; this file is what it
+//! calls, through the loader `binding.js` that `napi build` generates.
+//!
+//! Hot path (`get` + `render`): `index.js` encodes the variables into one
+//! string and one `Float64Array` (`encode.js`); `render_encoded` decodes them
+//! into minijinja values with a fixed handful of N-API calls, the core
+//! renders, and the output goes back as one Latin-1 string (ASCII output: a
+//! plain copy) or UTF-8 string. Token counts are not computed unless asked
+//! for. `__renderWalk` (the JS object read value by value through N-API) and
+//! `__renderJson` (JSON text) are the slower alternatives, kept for the
+//! benchmark's comparison; `__profileRender` times the phases.
+//!
+//! Errors: `js_error` is the one place a core error becomes a JS error (an
+//! instance of the class `index.js` registered for its `kind()`, with
+//! `details()` attached). Every export is `catch_unwind`: a panic becomes a
+//! JS exception, never an abort.
 
-pub use promptops_core as core;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use minijinja::Value;
+use napi::bindgen_prelude::{AsyncTask, Either, Function, Object, Unknown};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, JsValue, Status, Task, sys};
+use napi_derive::napi;
+use promptops_core::{
+    self as po, Change, Client, ClientBuilder, Fallback, GetOptions, Message, Prompt, Source,
+    Update,
+    snapshot::SnapshotData,
+    tokens::{self, Encoding},
+};
+
+use napi::Result;
+
+// ---------------------------------------------------------------------------
+// Raw N-API helpers
+
+macro_rules! check {
+    ($e:expr) => {{
+        let status = unsafe { $e };
+        if status != sys::Status::napi_ok {
+            return Err(napi::Error::new(
+                Status::from(status),
+                concat!("N-API call failed: ", stringify!($e)).to_string(),
+            ));
+        }
+    }};
+}
+
+fn unknown(env: sys::napi_env, v: sys::napi_value) -> Unknown<'static> {
+    // SAFETY: `v` was just produced by N-API for `env` on this thread and is
+    // handed straight back to JS as the call's return value.
+    unsafe { Unknown::from_raw_unchecked(env, v) }
+}
+
+/// A JS string from Rust. ASCII (the common case for prompts) goes through
+/// `napi_create_string_latin1`, a plain copy into a one-byte string; other
+/// text through UTF-8 decoding.
+fn js_string(env: sys::napi_env, s: &str) -> Result<sys::napi_value> {
+    let mut out = ptr::null_mut();
+    if s.is_ascii() {
+        check!(sys::napi_create_string_latin1(
+            env,
+            s.as_ptr().cast(),
+            s.len() as isize,
+            &mut out
+        ));
+    } else {
+        check!(sys::napi_create_string_utf8(
+            env,
+            s.as_ptr().cast(),
+            s.len() as isize,
+            &mut out
+        ));
+    }
+    Ok(out)
+}
+
+fn js_null(env: sys::napi_env) -> Result<sys::napi_value> {
+    let mut out = ptr::null_mut();
+    check!(sys::napi_get_null(env, &mut out));
+    Ok(out)
+}
+
+fn js_object(env: sys::napi_env) -> Result<sys::napi_value> {
+    let mut out = ptr::null_mut();
+    check!(sys::napi_create_object(env, &mut out));
+    Ok(out)
+}
+
+fn set_prop(env: sys::napi_env, obj: sys::napi_value, key: &str, v: sys::napi_value) -> Result<()> {
+    let k = js_string(env, key)?;
+    check!(sys::napi_set_property(env, obj, k, v));
+    Ok(())
+}
+
+/// A JSON value as a JS value (error details, model configs, diagnostics).
+fn json_to_js(env: sys::napi_env, v: &serde_json::Value) -> Result<sys::napi_value> {
+    use serde_json::Value as J;
+    let mut out = ptr::null_mut();
+    match v {
+        J::Null => return js_null(env),
+        J::Bool(b) => check!(sys::napi_get_boolean(env, *b, &mut out)),
+        J::Number(n) => {
+            check!(sys::napi_create_double(
+                env,
+                n.as_f64().unwrap_or(f64::NAN),
+                &mut out
+            ))
+        }
+        J::String(s) => return js_string(env, s),
+        J::Array(items) => {
+            check!(sys::napi_create_array_with_length(
+                env,
+                items.len(),
+                &mut out
+            ));
+            for (i, item) in items.iter().enumerate() {
+                let jv = json_to_js(env, item)?;
+                check!(sys::napi_set_element(env, out, i as u32, jv));
+            }
+        }
+        J::Object(map) => return json_map_to_js(env, map),
+    }
+    Ok(out)
+}
+
+fn json_map_to_js(
+    env: sys::napi_env,
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> Result<sys::napi_value> {
+    let obj = js_object(env)?;
+    for (k, v) in map {
+        let jv = json_to_js(env, v)?;
+        set_prop(env, obj, k, jv)?;
+    }
+    Ok(obj)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+// ---------------------------------------------------------------------------
+// Errors: the ONE place where core errors become JS errors.
+
+/// Per-environment data (main thread and each worker have their own): the
+/// error classes `index.js` registered, by code.
+struct EnvData {
+    error_classes: sys::napi_ref,
+}
+
+/// `index.js` calls this once per environment with `{ CODE: Class, … }`;
+/// core errors are then thrown as instances of those classes.
+#[napi(catch_unwind)]
+pub fn register_error_classes(env: Env, classes: Object) -> Result<()> {
+    let mut r = ptr::null_mut();
+    check!(sys::napi_create_reference(
+        env.raw(),
+        classes.raw(),
+        1,
+        &mut r
+    ));
+    env.set_instance_data(EnvData { error_classes: r }, (), |_ctx| {
+        // The environment is going away; its references die with it.
+    })
+}
+
+/// A core error as a JS error: an instance of the class registered for its
+/// `kind()` (or a plain `Error`), with `code` = `kind()`, `details` =
+/// `details()` and, for convenience, the details' `line`, `column`,
+/// `variable` and `field`, set by the class constructor from `details`.
+fn js_error(env: sys::napi_env, e: &po::Error) -> napi::Error {
+    match build_js_error(env, e) {
+        Ok(v) => napi::Error::from(unknown(env, v)),
+        Err(fallback) => napi::Error::new(Status::GenericFailure, format!("{e} ({fallback})")),
+    }
+}
+
+fn build_js_error(env: sys::napi_env, e: &po::Error) -> Result<sys::napi_value> {
+    let message = js_string(env, &e.to_string())?;
+    let details = json_map_to_js(env, &e.details())?;
+    let code = e.kind();
+    let mut class = ptr::null_mut();
+    if let Some(data) = Env::from_raw(env).get_instance_data::<EnvData>()? {
+        let mut classes = ptr::null_mut();
+        check!(sys::napi_get_reference_value(
+            env,
+            data.error_classes,
+            &mut classes
+        ));
+        let key = js_string(env, code)?;
+        check!(sys::napi_get_property(env, classes, key, &mut class));
+        let mut t = 0;
+        check!(sys::napi_typeof(env, class, &mut t));
+        if t != sys::ValueType::napi_function {
+            class = ptr::null_mut();
+        }
+    }
+    let mut err = ptr::null_mut();
+    if class.is_null() {
+        let code_v = js_string(env, code)?;
+        check!(sys::napi_create_error(env, code_v, message, &mut err));
+        set_prop(env, err, "details", details)?;
+    } else {
+        let args = [message, details];
+        check!(sys::napi_new_instance(
+            env,
+            class,
+            2,
+            args.as_ptr(),
+            &mut err
+        ));
+    }
+    Ok(err)
+}
+
+fn config_error(env: sys::napi_env, message: impl Into<String>) -> napi::Error {
+    js_error(env, &po::Error::Config(message.into()))
+}
+
+// ---------------------------------------------------------------------------
+// JS values -> template values
+
+/// Objects and arrays nested deeper than this are refused (a cycle, most
+/// likely; `JSON.stringify` would throw on one too).
+const MAX_DEPTH: u32 = 128;
+
+/// Why a JS value could not become a template value.
+enum ConvError {
+    Napi(napi::Error),
+    Invalid(String),
+}
+
+impl From<napi::Error> for ConvError {
+    fn from(e: napi::Error) -> Self {
+        ConvError::Napi(e)
+    }
+}
+
+macro_rules! conv_check {
+    ($e:expr) => {{
+        let status = unsafe { $e };
+        if status != sys::Status::napi_ok {
+            return Err(ConvError::Napi(napi::Error::new(
+                Status::from(status),
+                concat!("N-API call failed: ", stringify!($e)).to_string(),
+            )));
+        }
+    }};
+}
+
+/// Read a JS string as UTF-8 (two calls: length, then copy into place).
+fn read_string(env: sys::napi_env, v: sys::napi_value) -> std::result::Result<String, ConvError> {
+    let mut len = 0usize;
+    conv_check!(sys::napi_get_value_string_utf8(
+        env,
+        v,
+        ptr::null_mut(),
+        0,
+        &mut len
+    ));
+    let mut buf: Vec<u8> = Vec::with_capacity(len + 1);
+    let mut written = 0usize;
+    conv_check!(sys::napi_get_value_string_utf8(
+        env,
+        v,
+        buf.as_mut_ptr().cast(),
+        len + 1,
+        &mut written
+    ));
+    // SAFETY: N-API wrote `written` bytes of valid UTF-8 (plus a NUL we drop).
+    unsafe { buf.set_len(written) };
+    Ok(unsafe { String::from_utf8_unchecked(buf) })
+}
+
+/// A JS value as a template value, with `JSON.stringify` semantics: object
+/// keys in property order, `undefined`/functions/symbols left out of objects
+/// (and `null` in arrays), integral numbers as integers, `Date` as its ISO
+/// string. `None` means "leave out".
+fn js_to_value(
+    env: sys::napi_env,
+    v: sys::napi_value,
+    depth: u32,
+) -> std::result::Result<Option<Value>, ConvError> {
+    let mut t = 0;
+    conv_check!(sys::napi_typeof(env, v, &mut t));
+    Ok(Some(match t {
+        sys::ValueType::napi_string => Value::from(read_string(env, v)?),
+        sys::ValueType::napi_number => {
+            let mut n = 0f64;
+            conv_check!(sys::napi_get_value_double(env, v, &mut n));
+            number_value(n)
+        }
+        sys::ValueType::napi_boolean => {
+            let mut b = false;
+            conv_check!(sys::napi_get_value_bool(env, v, &mut b));
+            Value::from(b)
+        }
+        sys::ValueType::napi_null => Value::from(()),
+        sys::ValueType::napi_object => object_to_value(env, v, depth)?,
+        sys::ValueType::napi_bigint => {
+            let mut n = 0i64;
+            let mut lossless = false;
+            conv_check!(sys::napi_get_value_bigint_int64(
+                env,
+                v,
+                &mut n,
+                &mut lossless
+            ));
+            if !lossless {
+                return Err(ConvError::Invalid(
+                    "a BigInt outside the 64-bit range".into(),
+                ));
+            }
+            Value::from(n)
+        }
+        _ => return Ok(None), // undefined, function, symbol, external
+    }))
+}
+
+fn number_value(n: f64) -> Value {
+    const SAFE: f64 = 9_007_199_254_740_991.0;
+    if n.abs() <= SAFE && (n as i64) as f64 == n {
+        Value::from(n as i64)
+    } else if n.is_finite() {
+        Value::from(n)
+    } else {
+        Value::from(()) // NaN and ±Infinity: JSON null
+    }
+}
+
+fn object_to_value(
+    env: sys::napi_env,
+    v: sys::napi_value,
+    depth: u32,
+) -> std::result::Result<Value, ConvError> {
+    if depth >= MAX_DEPTH {
+        return Err(ConvError::Invalid(format!(
+            "variables nest deeper than {MAX_DEPTH} levels (a circular structure?)"
+        )));
+    }
+    let mut is_array = false;
+    conv_check!(sys::napi_is_array(env, v, &mut is_array));
+    if is_array {
+        let mut len = 0u32;
+        conv_check!(sys::napi_get_array_length(env, v, &mut len));
+        let mut items = Vec::with_capacity(len as usize);
+        for i in 0..len {
+            let mut item = ptr::null_mut();
+            conv_check!(sys::napi_get_element(env, v, i, &mut item));
+            items.push(js_to_value(env, item, depth + 1)?.unwrap_or(Value::from(())));
+        }
+        return Ok(Value::from(items));
+    }
+    let mut is_date = false;
+    conv_check!(sys::napi_is_date(env, v, &mut is_date));
+    if is_date {
+        return date_to_value(env, v);
+    }
+    let mut keys = ptr::null_mut();
+    conv_check!(sys::napi_get_all_property_names(
+        env,
+        v,
+        sys::KeyCollectionMode::own_only,
+        sys::KeyFilter::enumerable | sys::KeyFilter::skip_symbols,
+        sys::KeyConversion::numbers_to_strings,
+        &mut keys
+    ));
+    let mut len = 0u32;
+    conv_check!(sys::napi_get_array_length(env, keys, &mut len));
+    let mut entries = Vec::with_capacity(len as usize);
+    for i in 0..len {
+        let mut key = ptr::null_mut();
+        conv_check!(sys::napi_get_element(env, keys, i, &mut key));
+        let mut item = ptr::null_mut();
+        conv_check!(sys::napi_get_property(env, v, key, &mut item));
+        if let Some(value) = js_to_value(env, item, depth + 1)? {
+            entries.push((Value::from(read_string(env, key)?), value));
+        }
+    }
+    Ok(map_value(entries))
+}
+
+fn date_to_value(env: sys::napi_env, v: sys::napi_value) -> std::result::Result<Value, ConvError> {
+    let mut f = ptr::null_mut();
+    conv_check!(sys::napi_get_named_property(
+        env,
+        v,
+        c"toISOString".as_ptr(),
+        &mut f
+    ));
+    let mut out = ptr::null_mut();
+    conv_check!(sys::napi_call_function(env, v, f, 0, ptr::null(), &mut out));
+    Ok(Value::from(read_string(env, out)?))
+}
+
+/// The variables of a render: a plain object (or `undefined`/`null` for none).
+fn vars_from_js(env: sys::napi_env, prompt: &str, vars: sys::napi_value) -> Result<Value> {
+    let invalid = |message: String| {
+        js_error(
+            env,
+            &po::Error::Validation {
+                prompt: prompt.to_string(),
+                field: "vars".into(),
+                message,
+            },
+        )
+    };
+    let mut t = 0;
+    check!(sys::napi_typeof(env, vars, &mut t));
+    match t {
+        sys::ValueType::napi_undefined | sys::ValueType::napi_null => {
+            return Ok(Value::from(indexmap::IndexMap::<Value, Value>::new()));
+        }
+        sys::ValueType::napi_object => {
+            let mut is_array = false;
+            check!(sys::napi_is_array(env, vars, &mut is_array));
+            if is_array {
+                return Err(invalid("variables must be an object, not an array".into()));
+            }
+        }
+        _ => return Err(invalid("variables must be an object".into())),
+    }
+    match js_to_value(env, vars, 0) {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Ok(Value::from(indexmap::IndexMap::<Value, Value>::new())),
+        Err(ConvError::Napi(e)) => Err(e),
+        Err(ConvError::Invalid(m)) => Err(invalid(m)),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Encoded variables: the fast path.
+//
+// `index.js` walks the variables in JS (JIT-compiled, with `JSON.stringify`
+// semantics) into one string holding every key and string value back to back
+// and one `Float64Array` of opcodes. Crossing the boundary then costs a fixed
+// handful of N-API calls per render instead of several per value, which is
+// where the object walk above spends most of its time.
+
+const OP_NULL: f64 = 0.0;
+const OP_TRUE: f64 = 1.0;
+const OP_FALSE: f64 = 2.0;
+const OP_NUMBER: f64 = 3.0;
+const OP_STRING: f64 = 4.0;
+const OP_ARRAY: f64 = 5.0;
+const OP_OBJECT: f64 = 6.0;
+
+thread_local! {
+    /// Scratch space the encoded strings are copied into (one per JS thread).
+    static UTF16: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The same for one-byte (Latin-1) text.
+    static LATIN1: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Scratch space above this many UTF-16 units is given back after use.
+const SCRATCH_KEEP: usize = 1 << 20;
+/// Scratch space kept between renders (UTF-16 units).
+const SCRATCH_MIN: usize = 16 << 10;
+
+/// The code units the encoded text arrives in: Latin-1 bytes when the text
+/// is a one-byte string (`index.js` checks), else UTF-16.
+trait Unit: Copy {
+    fn to_value(units: &[Self]) -> Value;
+}
+
+impl Unit for u16 {
+    fn to_value(units: &[u16]) -> Value {
+        utf16_to_value(units)
+    }
+}
+
+impl Unit for u8 {
+    fn to_value(units: &[u8]) -> Value {
+        if units.is_ascii() {
+            // SAFETY: ASCII is UTF-8. Goes straight in: inline or one copy.
+            Value::from(unsafe { std::str::from_utf8_unchecked(units) })
+        } else {
+            Value::from(units.iter().map(|&b| b as char).collect::<String>())
+        }
+    }
+}
+
+struct Decoder<'a, U: Unit = u16> {
+    ops: &'a [f64],
+    op: usize,
+    text: &'a [U],
+    pos: usize,
+}
+
+impl<U: Unit> Decoder<'_, U> {
+    fn next_op(&mut self) -> std::result::Result<f64, String> {
+        let v = *self
+            .ops
+            .get(self.op)
+            .ok_or_else(|| "truncated variable encoding".to_string())?;
+        self.op += 1;
+        Ok(v)
+    }
+
+    #[inline]
+    fn next_len(&mut self) -> std::result::Result<usize, String> {
+        let n = self.next_op()?;
+        let len = n as usize; // saturating; checked below without calling trunc()
+        if len as f64 != n {
+            return Err("bad length in variable encoding".into());
+        }
+        Ok(len)
+    }
+
+    fn string(&mut self) -> std::result::Result<Value, String> {
+        let len = self.next_len()?;
+        let end = self.pos + len;
+        let units = self
+            .text
+            .get(self.pos..end)
+            .ok_or_else(|| "truncated string data".to_string())?;
+        self.pos = end;
+        Ok(U::to_value(units))
+    }
+
+    fn value(&mut self, depth: u32) -> std::result::Result<Value, String> {
+        let op = self.next_op()?;
+        Ok(if op == OP_STRING {
+            self.string()?
+        } else if op == OP_NUMBER {
+            number_value(self.next_op()?)
+        } else if op == OP_TRUE {
+            Value::from(true)
+        } else if op == OP_FALSE {
+            Value::from(false)
+        } else if op == OP_NULL {
+            Value::from(())
+        } else if op == OP_ARRAY || op == OP_OBJECT {
+            if depth >= MAX_DEPTH {
+                return Err(format!(
+                    "variables nest deeper than {MAX_DEPTH} levels (a circular structure?)"
+                ));
+            }
+            let n = self.next_len()?;
+            if op == OP_ARRAY {
+                let mut items = Vec::with_capacity(n.min(self.ops.len()));
+                for _ in 0..n {
+                    items.push(self.value(depth + 1)?);
+                }
+                Value::from(items)
+            } else {
+                let mut entries = Vec::with_capacity(n.min(self.ops.len()));
+                for _ in 0..n {
+                    let k = self.string()?;
+                    let v = self.value(depth + 1)?;
+                    entries.push((k, v));
+                }
+                map_value(entries)
+            }
+        } else {
+            return Err(format!("unknown opcode {op} in variable encoding"));
+        })
+    }
+}
+
+/// UTF-16 (as JS holds strings) to a template string. ASCII, the common
+/// case, is narrowed straight into the string's final allocation (short
+/// strings stay inline in the value); anything else goes through UTF-8.
+fn utf16_to_value(units: &[u16]) -> Value {
+    if !is_ascii_utf16(units) {
+        return Value::from(utf16_to_string(units));
+    }
+    if units.len() <= 22 {
+        let mut buf = [0u8; 22];
+        narrow(units, &mut buf[..units.len()]);
+        // SAFETY: every byte is ASCII.
+        return Value::from(unsafe { std::str::from_utf8_unchecked(&buf[..units.len()]) });
+    }
+    let mut arc = Arc::<[u8]>::new_uninit_slice(units.len());
+    let dst = Arc::get_mut(&mut arc).expect("fresh Arc is unique");
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`; every byte is
+    // written by `narrow` before `assume_init`.
+    let dst: &mut [u8] =
+        unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<u8>(), dst.len()) };
+    narrow(units, dst);
+    let bytes: Arc<[u8]> = unsafe { arc.assume_init() };
+    // SAFETY: ASCII is valid UTF-8, and `str` has the layout of `[u8]`.
+    let text: Arc<str> = unsafe { Arc::from_raw(Arc::into_raw(bytes) as *const str) };
+    Value::from(text)
+}
+
+/// UTF-16 to UTF-8: runs of ASCII are narrowed in bulk, the rest decoded
+/// (lone surrogates become U+FFFD, as `String::from_utf16_lossy` does).
+fn utf16_to_string(units: &[u16]) -> String {
+    let mut out = String::with_capacity(units.len() + units.len() / 2);
+    let mut i = 0;
+    while i < units.len() {
+        let start = i;
+        while i + 16 <= units.len() && is_ascii_utf16(&units[i..i + 16]) {
+            i += 16;
+        }
+        while i < units.len() && units[i] < 0x80 {
+            i += 1;
+        }
+        if i > start {
+            let mut bytes = std::mem::take(&mut out).into_bytes();
+            let at = bytes.len();
+            bytes.resize(at + (i - start), 0);
+            narrow(&units[start..i], &mut bytes[at..]);
+            // SAFETY: valid UTF-8 before, ASCII appended.
+            out = unsafe { String::from_utf8_unchecked(bytes) };
+        }
+        let start = i;
+        while i < units.len() && units[i] >= 0x80 {
+            i += 1;
+        }
+        out.extend(
+            char::decode_utf16(units[start..i].iter().copied())
+                .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER)),
+        );
+    }
+    out
+}
+
+/// A JS string as a Rust string through the UTF-16 scratch space: a bulk
+/// copy and an ASCII fast path, where `napi_get_value_string_utf8` walks the
+/// string twice character by character (it matters for counting the tokens
+/// of long texts).
+fn read_js_text(env: sys::napi_env, v: sys::napi_value) -> Result<String> {
+    let mut units = 0usize;
+    check!(sys::napi_get_value_string_utf16(
+        env,
+        v,
+        ptr::null_mut(),
+        0,
+        &mut units
+    ));
+    let mut local = Vec::new();
+    UTF16.with(|scratch| {
+        let mut guard = scratch.try_borrow_mut().ok();
+        let buf: &mut Vec<u16> = match guard.as_deref_mut() {
+            Some(b) => b,
+            None => &mut local,
+        };
+        if buf.len() < units + 1 {
+            buf.resize(units + 1, 0);
+        }
+        let mut copied = 0usize;
+        check!(sys::napi_get_value_string_utf16(
+            env,
+            v,
+            buf.as_mut_ptr(),
+            units + 1,
+            &mut copied
+        ));
+        let text = utf16_to_string(&buf[..copied]);
+        if buf.len() > SCRATCH_KEEP {
+            *buf = Vec::new();
+        }
+        Ok(text)
+    })
+}
+
+/// A text or a list of chat messages (`countTokens`, `inputTokens`).
+fn text_or_messages(
+    env: sys::napi_env,
+    v: sys::napi_value,
+) -> Result<Either<String, Vec<Message>>> {
+    use napi::bindgen_prelude::FromNapiValue;
+    let mut t = 0;
+    check!(sys::napi_typeof(env, v, &mut t));
+    if t == sys::ValueType::napi_string {
+        return Ok(Either::A(read_js_text(env, v)?));
+    }
+    let msgs = unsafe { Vec::<ChatMessage>::from_napi_value(env, v) }.map_err(|e| {
+        napi::Error::new(
+            Status::InvalidArg,
+            format!("expected a string or an array of {{ role, content }} messages: {e}"),
+        )
+    })?;
+    Ok(Either::B(msgs.into_iter().map(Message::from).collect()))
+}
+
+#[inline]
+fn is_ascii_utf16(units: &[u16]) -> bool {
+    // Written to vectorise: OR whole chunks together, test once per chunk.
+    let mut chunks = units.chunks_exact(16);
+    for c in &mut chunks {
+        if c.iter().fold(0u16, |a, &u| a | u) >= 0x80 {
+            return false;
+        }
+    }
+    chunks.remainder().iter().fold(0u16, |a, &u| a | u) < 0x80
+}
+
+#[inline]
+fn narrow(src: &[u16], dst: &mut [u8]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = s as u8;
+    }
+}
+
+/// A JS object's entries as a template map, keys in property order. Small
+/// objects (the usual case: a record per retrieved chunk, a handful of top
+/// level variables) are a flat list looked up by a linear scan, which beats
+/// hashing every key on the way in; larger ones get an index.
+fn map_value(entries: Vec<(Value, Value)>) -> Value {
+    if entries.len() <= SMALL_MAP {
+        Value::from_object(SmallMap(entries))
+    } else {
+        Value::from(
+            entries
+                .into_iter()
+                .collect::<indexmap::IndexMap<Value, Value>>(),
+        )
+    }
+}
+
+const SMALL_MAP: usize = 16;
+
+#[derive(Debug)]
+struct SmallMap(Vec<(Value, Value)>);
+
+impl minijinja::value::Object for SmallMap {
+    fn repr(self: &Arc<Self>) -> minijinja::value::ObjectRepr {
+        minijinja::value::ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.get_value_by_str(key.as_str()?)
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v.clone())
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        use minijinja::value::ObjectExt;
+        self.mapped_enumerator(|this| Box::new(this.0.iter().map(|(k, _)| k.clone())))
+    }
+
+    fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+/// Decode variables encoded by `index.js` (`text`: a string, `ops`: a
+/// `Float64Array`, `n`: how many opcodes are used).
+fn vars_from_encoded(
+    env: sys::napi_env,
+    prompt: &str,
+    text: sys::napi_value,
+    ops: sys::napi_value,
+    n: u32,
+    one_byte: bool,
+) -> Result<Value> {
+    let mut kind = 0;
+    let mut len = 0usize;
+    let mut data = ptr::null_mut();
+    check!(sys::napi_get_typedarray_info(
+        env,
+        ops,
+        &mut kind,
+        &mut len,
+        &mut data,
+        ptr::null_mut(),
+        ptr::null_mut()
+    ));
+    if kind != sys::TypedarrayType::float64_array || (n as usize) > len {
+        return Err(napi::Error::new(
+            Status::InvalidArg,
+            "promptops: bad variable encoding".to_string(),
+        ));
+    }
+    // SAFETY: N-API reports `len` f64s at `data`, alive while `ops` is (for
+    // this call); nothing runs JS while we read them.
+    let ops: &[f64] = if n == 0 {
+        &[]
+    } else {
+        unsafe { std::slice::from_raw_parts(data as *const f64, n as usize) }
+    };
+    let decoded = if one_byte {
+        LATIN1.with(|scratch| {
+            let mut buf = scratch.borrow_mut();
+            let copied = copy_js_text(&mut buf, |ptr, len, copied| unsafe {
+                sys::napi_get_value_string_latin1(env, text, ptr.cast(), len, copied)
+            })?;
+            let decoded = Decoder {
+                ops,
+                op: 0,
+                text: &buf[..copied],
+                pos: 0,
+            }
+            .value(0);
+            if buf.len() > SCRATCH_KEEP {
+                *buf = Vec::new(); // one huge render does not pin its memory
+            }
+            Ok::<_, napi::Error>(decoded)
+        })?
+    } else {
+        UTF16.with(|scratch| {
+            let mut buf = scratch.borrow_mut();
+            let copied = copy_js_text(&mut buf, |ptr, len, copied| unsafe {
+                sys::napi_get_value_string_utf16(env, text, ptr, len, copied)
+            })?;
+            let decoded = Decoder {
+                ops,
+                op: 0,
+                text: &buf[..copied],
+                pos: 0,
+            }
+            .value(0);
+            if buf.len() > SCRATCH_KEEP {
+                *buf = Vec::new();
+            }
+            Ok::<_, napi::Error>(decoded)
+        })?
+    };
+    decoded
+        .and_then(|v| match v.kind() {
+            minijinja::value::ValueKind::Map => Ok(v),
+            _ => Err("variables must be an object".to_string()),
+        })
+        .map_err(|message| {
+            js_error(
+                env,
+                &po::Error::Validation {
+                    prompt: prompt.to_string(),
+                    field: "vars".into(),
+                    message,
+                },
+            )
+        })
+}
+
+/// Copy a JS string into `buf` with `get(ptr, capacity, &mut copied)` (one
+/// of the `napi_get_value_string_*` calls): one call when it fits (N-API
+/// copies at most `capacity - 1` units and NUL-terminates), else a second
+/// call for the length and a third to copy. Returns the units copied.
+fn copy_js_text<T: Copy + Default>(
+    buf: &mut Vec<T>,
+    get: impl Fn(*mut T, usize, *mut usize) -> sys::napi_status,
+) -> Result<usize> {
+    if buf.len() < SCRATCH_MIN {
+        buf.resize(SCRATCH_MIN, T::default());
+    }
+    let ok = |status: sys::napi_status| {
+        if status == sys::Status::napi_ok {
+            Ok(())
+        } else {
+            Err(napi::Error::new(
+                Status::from(status),
+                "promptops: cannot read the variables' text".to_string(),
+            ))
+        }
+    };
+    let mut copied = 0usize;
+    ok(get(buf.as_mut_ptr(), buf.len(), &mut copied))?;
+    if copied + 1 >= buf.len() {
+        let mut units = 0usize;
+        ok(get(ptr::null_mut(), 0, &mut units))?;
+        if buf.len() < units + 1 {
+            buf.resize(units + 1, T::default());
+        }
+        ok(get(buf.as_mut_ptr(), units + 1, &mut copied))?;
+    }
+    Ok(copied)
+}
+
+// ---------------------------------------------------------------------------
+// Shared object shapes
+
+/// A chat message, as the OpenAI and Anthropic SDKs take it.
+#[napi(object)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+    pub name: Option<String>,
+}
+
+impl From<ChatMessage> for Message {
+    fn from(m: ChatMessage) -> Self {
+        Message {
+            role: m.role,
+            content: m.content,
+            name: m.name,
+        }
+    }
+}
+
+fn messages_to_js(env: sys::napi_env, messages: &[Message]) -> Result<sys::napi_value> {
+    let mut arr = ptr::null_mut();
+    check!(sys::napi_create_array_with_length(
+        env,
+        messages.len(),
+        &mut arr
+    ));
+    for (i, m) in messages.iter().enumerate() {
+        let obj = js_object(env)?;
+        set_prop(env, obj, "role", js_string(env, &m.role)?)?;
+        set_prop(env, obj, "content", js_string(env, &m.content)?)?;
+        if let Some(name) = &m.name {
+            set_prop(env, obj, "name", js_string(env, name)?)?;
+        }
+        check!(sys::napi_set_element(env, arr, i as u32, obj));
+    }
+    Ok(arr)
+}
+
+/// One effective change of what a label serves.
+#[napi(object)]
+pub struct PromptChange {
+    pub prompt: String,
+    pub label: String,
+    pub old: Option<u32>,
+    #[napi(js_name = "new")]
+    pub new_version: Option<u32>,
+}
+
+impl From<&Change> for PromptChange {
+    fn from(c: &Change) -> Self {
+        PromptChange {
+            prompt: c.prompt.clone(),
+            label: c.label.clone(),
+            old: c.old,
+            new_version: c.new,
+        }
+    }
+}
+
+/// A token count and how it was obtained.
+#[napi(object)]
+pub struct TokenCount {
+    pub count: u32,
+    /// `cl100k_base` or `o200k_base`.
+    pub encoding: String,
+    /// `false` when the count is an estimate (non-OpenAI model, or no model).
+    pub exact: bool,
+}
+
+impl From<tokens::TokenCount> for TokenCount {
+    fn from(c: tokens::TokenCount) -> Self {
+        TokenCount {
+            count: c.count.min(u32::MAX as usize) as u32,
+            encoding: c.encoding.name().to_string(),
+            exact: c.exact,
+        }
+    }
+}
+
+/// The input tokens of a rendered prompt and their estimated cost.
+#[napi(object)]
+pub struct InputTokens {
+    pub count: u32,
+    pub encoding: String,
+    pub exact: bool,
+    /// USD, input only; `null` when the model has no price.
+    pub estimated_cost_usd: Option<f64>,
+}
+
+/// How a model's tokens are counted.
+#[napi(object)]
+pub struct TokenizerInfo {
+    pub encoding: String,
+    pub exact: bool,
+    pub factor: f64,
+}
+
+// ---------------------------------------------------------------------------
+// Client
+
+/// Options of `new Client(…)`. Live delivery (`server`, `apiKey`, `redis`,
+/// `cacheDir`, `startupWait`) is accepted but not available in this build:
+/// `server` or `redis` is refused with a `CONFIG_ERROR`.
+#[napi(object)]
+#[derive(Default, Clone)]
+pub struct ClientOptions {
+    pub server: Option<String>,
+    pub api_key: Option<String>,
+    pub project: Option<String>,
+    pub redis: Option<String>,
+    pub cache_dir: Option<String>,
+    pub bundle: Option<String>,
+    pub prompts_dir: Option<String>,
+    /// Milliseconds to wait for live data at start-up.
+    pub startup_wait: Option<f64>,
+    /// The label `get` uses when none is given (default `production`).
+    pub default_label: Option<String>,
+    /// Fail on any load problem instead of reporting it in `diagnostics`.
+    pub strict: Option<bool>,
+    /// Most template steps one render may take (default 1,000,000; 0 = no
+    /// limit). A runaway template fails with `FUEL_EXHAUSTED`.
+    pub fuel: Option<f64>,
+    /// Largest rendered output in bytes (default 1 MiB); larger fails with
+    /// `OUTPUT_LIMIT`.
+    pub max_output_bytes: Option<f64>,
+}
+
+fn build_client(opts: &ClientOptions) -> po::Result<Client> {
+    if opts.server.is_some() || opts.redis.is_some() {
+        return Err(po::Error::Config(
+            "live delivery (`server`, `redis`) is not available in this build of promptops yet; \
+             load prompts with `bundle` or `promptsDir`"
+                .into(),
+        ));
+    }
+    if let Some(w) = opts.startup_wait
+        && !(w.is_finite() && w >= 0.0)
+    {
+        return Err(po::Error::Config(format!(
+            "startupWait must be a number of milliseconds >= 0, got {w}"
+        )));
+    }
+    let mut b: ClientBuilder = Client::builder();
+    if let Some(p) = &opts.project {
+        b = b.project(p);
+    }
+    if let Some(p) = &opts.bundle {
+        b = b.bundle(p);
+    }
+    if let Some(p) = &opts.prompts_dir {
+        b = b.prompts_dir(p);
+    }
+    if let Some(l) = &opts.default_label {
+        b = b.default_label(l);
+    }
+    if let Some(s) = opts.strict {
+        b = b.strict(s);
+    }
+    if opts.fuel.is_some() || opts.max_output_bytes.is_some() {
+        let mut limits = po::Limits::default();
+        let count = |name: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 && v.fract() == 0.0 {
+                Ok(v as u64)
+            } else {
+                Err(po::Error::Config(format!(
+                    "{name} must be a whole number >= 0, got {v}"
+                )))
+            }
+        };
+        if let Some(f) = opts.fuel {
+            limits.fuel = Some(count("fuel", f)?).filter(|&f| f > 0);
+        }
+        if let Some(m) = opts.max_output_bytes {
+            limits.max_output_bytes = count("maxOutputBytes", m)? as usize;
+        }
+        b = b.limits(limits);
+    }
+    b.build()
+}
+
+thread_local! {
+    /// Set while `applySnapshot` runs on this (JS) thread: its changes go
+    /// back to JS in its return value, not through the change callback.
+    static IN_JS_APPLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+type ChangeTsfn = ThreadsafeFunction<Vec<PromptChange>, (), Vec<PromptChange>, Status, false, true>;
+
+/// State shared with the store's change listener (which may run on any
+/// thread).
+struct Shared {
+    /// Bumped on every change; `index.js` uses it to drop cached prompts.
+    generation: AtomicU32,
+    closed: AtomicBool,
+    listener: Mutex<Option<ChangeTsfn>>,
+}
+
+/// The native client. Use `Client` from `promptops` instead.
+#[napi]
+pub struct NativeClient {
+    client: Client,
+    shared: Arc<Shared>,
+}
+
+impl NativeClient {
+    fn from_core(client: Client) -> Self {
+        let shared = Arc::new(Shared {
+            generation: AtomicU32::new(0),
+            closed: AtomicBool::new(false),
+            listener: Mutex::new(None),
+        });
+        let s = shared.clone();
+        client.on_change(move |changes| {
+            s.generation.fetch_add(1, Ordering::Release);
+            // `applySnapshot` hands its changes back to JS itself.
+            if s.closed.load(Ordering::Acquire) || IN_JS_APPLY.with(|f| f.get()) {
+                return;
+            }
+            if let Ok(guard) = s.listener.lock()
+                && let Some(tsfn) = guard.as_ref()
+            {
+                let list = changes.iter().map(PromptChange::from).collect();
+                tsfn.call(list, ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        });
+        NativeClient { client, shared }
+    }
+
+    fn check_open(&self, env: &Env) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(config_error(env.raw(), "this client is closed"));
+        }
+        Ok(())
+    }
+}
+
+pub struct CreateClient {
+    opts: ClientOptions,
+}
+
+impl Task for CreateClient {
+    type Output = po::Result<Client>;
+    type JsValue = NativeClient;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        // Runs on the libuv thread pool: reading and compiling files never
+        // blocks the event loop. A panic becomes a rejected promise.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build_client(&self.opts))).map_err(
+            |_| napi::Error::from_reason("promptops: internal error (panic) while loading"),
+        )
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        guard(|| {
+            output
+                .map(NativeClient::from_core)
+                .map_err(|e| js_error(env.raw(), &e))
+        })
+    }
+}
+
+/// Run `f`, turning a panic into an error (for the code that napi-rs's
+/// `catch_unwind` does not wrap: the async tasks' `resolve`).
+fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(napi::Error::from_reason(
+            "promptops: internal error (panic)",
+        ))
+    })
+}
+
+fn apply_outcome_to_js(env: sys::napi_env, out: &po::ApplyOutcome) -> Result<sys::napi_value> {
+    let obj = js_object(env)?;
+    let mut b = ptr::null_mut();
+    check!(sys::napi_get_boolean(env, out.applied, &mut b));
+    set_prop(env, obj, "applied", b)?;
+    set_prop(
+        env,
+        obj,
+        "revision",
+        json_to_js(env, &to_json(&out.revision))?,
+    )?;
+    set_prop(env, obj, "hash", js_string(env, &out.hash)?)?;
+    let changes: Vec<serde_json::Value> = out.changes.iter().map(to_json).collect();
+    set_prop(
+        env,
+        obj,
+        "changes",
+        json_to_js(env, &serde_json::Value::Array(changes))?,
+    )?;
+    Ok(obj)
+}
+
+pub struct ApplySnapshot {
+    client: Client,
+    json: String,
+}
+
+impl Task for ApplySnapshot {
+    type Output = po::Result<po::ApplyOutcome>;
+    type JsValue = Unknown<'static>;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            SnapshotData::from_json(self.json.as_bytes())
+                .and_then(|s| self.client.apply(Update::Snapshot(s), Source::Memory))
+        }))
+        .map_err(|_| napi::Error::from_reason("promptops: internal error (panic) while applying"))
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        guard(|| {
+            let raw = env.raw();
+            let out = output.map_err(|e| js_error(raw, &e))?;
+            Ok(unknown(raw, apply_outcome_to_js(raw, &out)?))
+        })
+    }
+}
+
+/// Build a client, reading its sources synchronously.
+#[napi(catch_unwind)]
+pub fn open_client(env: Env, options: Option<ClientOptions>) -> Result<NativeClient> {
+    let opts = options.unwrap_or_default();
+    build_client(&opts)
+        .map(NativeClient::from_core)
+        .map_err(|e| js_error(env.raw(), &e))
+}
+
+/// Build a client on the libuv thread pool; resolves to a `NativeClient`.
+#[napi(catch_unwind, ts_return_type = "Promise<NativeClient>")]
+pub fn create_client(options: Option<ClientOptions>) -> AsyncTask<CreateClient> {
+    AsyncTask::new(CreateClient {
+        opts: options.unwrap_or_default(),
+    })
+}
+
+#[napi]
+impl NativeClient {
+    /// Look a prompt up (`label`, or pinned `version`; `fallback`: text or
+    /// messages served when the prompt is in no source).
+    #[napi(catch_unwind)]
+    pub fn get(
+        &self,
+        env: Env,
+        name: String,
+        label: Option<String>,
+        version: Option<u32>,
+        fallback: Option<Either<String, Vec<ChatMessage>>>,
+    ) -> Result<NativePrompt> {
+        self.check_open(&env)?;
+        let opts = GetOptions {
+            label,
+            version,
+            fallback: fallback.map(|f| match f {
+                Either::A(text) => Fallback::Text(text),
+                Either::B(msgs) => {
+                    Fallback::Chat(msgs.into_iter().map(|m| (m.role, m.content)).collect())
+                }
+            }),
+        };
+        match self.client.get_with(&name, &opts) {
+            Ok(prompt) => Ok(NativePrompt {
+                prompt,
+                client: self.client.clone(),
+            }),
+            Err(e) => Err(js_error(env.raw(), &e)),
+        }
+    }
+
+    /// `valid` once data is loaded, `off` when no source has provided any.
+    #[napi(getter, catch_unwind)]
+    pub fn status(&self) -> &'static str {
+        if self.client.snapshot().is_some() {
+            "valid"
+        } else {
+            "off"
+        }
+    }
+
+    /// Bumped on every change of what some label serves.
+    #[napi(getter, catch_unwind)]
+    pub fn generation(&self) -> u32 {
+        self.shared.generation.load(Ordering::Acquire)
+    }
+
+    /// A 4-byte `ArrayBuffer` over the generation counter, so that JS can
+    /// see a change without a call into the addon (`new Uint32Array(buf)[0]`).
+    #[napi(catch_unwind, ts_return_type = "ArrayBuffer")]
+    pub fn generation_buffer(&self, env: Env) -> Result<Unknown<'static>> {
+        unsafe extern "C" fn release(
+            _env: sys::napi_env,
+            _data: *mut std::ffi::c_void,
+            hint: *mut std::ffi::c_void,
+        ) {
+            // SAFETY: `hint` is the `Box<Arc<Shared>>` leaked below, given
+            // back exactly once by this finalizer.
+            drop(unsafe { Box::from_raw(hint.cast::<Arc<Shared>>()) });
+        }
+        let keep = Box::into_raw(Box::new(self.shared.clone()));
+        let data = self.shared.generation.as_ptr().cast::<std::ffi::c_void>();
+        let mut buf = ptr::null_mut();
+        let status = unsafe {
+            sys::napi_create_external_arraybuffer(
+                env.raw(),
+                data,
+                std::mem::size_of::<u32>(),
+                Some(release),
+                keep.cast(),
+                &mut buf,
+            )
+        };
+        if status != sys::Status::napi_ok {
+            drop(unsafe { Box::from_raw(keep) });
+            return Err(napi::Error::new(
+                Status::from(status),
+                "promptops: cannot share the generation counter".to_string(),
+            ));
+        }
+        Ok(unknown(env.raw(), buf))
+    }
+
+    #[napi(getter, catch_unwind)]
+    pub fn project(&self) -> Option<String> {
+        self.client.project().map(String::from)
+    }
+
+    #[napi(getter, catch_unwind)]
+    pub fn closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Problems found while loading: `[{ prompt, version, label, code,
+    /// message, details }]`.
+    #[napi(
+        catch_unwind,
+        ts_return_type = "Array<{ prompt: string; version: number | null; label: string | null; code: string; message: string; details: Record<string, unknown> }>"
+    )]
+    pub fn diagnostics(&self, env: Env) -> Result<Unknown<'static>> {
+        let raw = env.raw();
+        let diags = self.client.diagnostics();
+        let mut arr = ptr::null_mut();
+        check!(sys::napi_create_array_with_length(
+            raw,
+            diags.len(),
+            &mut arr
+        ));
+        for (i, d) in diags.iter().enumerate() {
+            let obj = js_object(raw)?;
+            set_prop(raw, obj, "prompt", js_string(raw, &d.prompt)?)?;
+            set_prop(raw, obj, "version", json_to_js(raw, &to_json(&d.version))?)?;
+            set_prop(raw, obj, "label", json_to_js(raw, &to_json(&d.label))?)?;
+            set_prop(raw, obj, "code", js_string(raw, d.error.kind())?)?;
+            set_prop(raw, obj, "message", js_string(raw, &d.to_string())?)?;
+            set_prop(
+                raw,
+                obj,
+                "details",
+                json_map_to_js(raw, &d.error.details())?,
+            )?;
+            check!(sys::napi_set_element(raw, arr, i as u32, obj));
+        }
+        Ok(unknown(raw, arr))
+    }
+
+    /// Deliver changes made off the JS thread (live sources) to
+    /// `callback(changes)` on the JS thread. Replaces any previous callback.
+    /// The callback never keeps the process alive.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "callback: (changes: PromptChange[]) => void"
+    )]
+    pub fn set_change_callback(
+        &self,
+        env: Env,
+        callback: Function<'_, Vec<PromptChange>, ()>,
+    ) -> Result<()> {
+        self.check_open(&env)?;
+        let tsfn: ChangeTsfn = callback
+            .build_threadsafe_function::<Vec<PromptChange>>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build()?;
+        if let Ok(mut guard) = self.shared.listener.lock() {
+            *guard = Some(tsfn);
+        }
+        Ok(())
+    }
+
+    /// Push a snapshot (JSON text) into the store, as live sources do.
+    /// Returns `{ applied, revision, hash, changes }`.
+    #[napi(
+        catch_unwind,
+        ts_return_type = "{ applied: boolean; revision: number; hash: string; changes: PromptChange[] }"
+    )]
+    pub fn apply_snapshot(&self, env: Env, json: String) -> Result<Unknown<'static>> {
+        self.check_open(&env)?;
+        let raw = env.raw();
+        let result = SnapshotData::from_json(json.as_bytes()).and_then(|s| {
+            IN_JS_APPLY.with(|f| f.set(true));
+            let out = self.client.apply(Update::Snapshot(s), Source::Memory);
+            IN_JS_APPLY.with(|f| f.set(false));
+            out
+        });
+        let out = result.map_err(|e| js_error(raw, &e))?;
+        Ok(unknown(raw, apply_outcome_to_js(raw, &out)?))
+    }
+
+    /// `applySnapshot` on the libuv thread pool (parsing and compiling a
+    /// large snapshot is CPU work that should not hold the event loop). The
+    /// changes arrive through the change callback.
+    #[napi(
+        catch_unwind,
+        ts_return_type = "Promise<{ applied: boolean; revision: number; hash: string; changes: PromptChange[] }>"
+    )]
+    pub fn apply_snapshot_async(&self, env: Env, json: String) -> Result<AsyncTask<ApplySnapshot>> {
+        self.check_open(&env)?;
+        Ok(AsyncTask::new(ApplySnapshot {
+            client: self.client.clone(),
+            json,
+        }))
+    }
+
+    /// Stop change deliveries and refuse further lookups. Idempotent.
+    #[napi(catch_unwind)]
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        if let Ok(mut guard) = self.shared.listener.lock()
+            && let Some(tsfn) = guard.take()
+        {
+            drop(tsfn); // the last reference: releases the function
+        }
+    }
+
+    /// Estimated cost in USD with this client's price table (`null` for an
+    /// unknown model).
+    #[napi(catch_unwind)]
+    pub fn estimate_cost(
+        &self,
+        model: String,
+        input_tokens: f64,
+        output_tokens: f64,
+    ) -> Option<f64> {
+        self.client
+            .pricing()
+            .estimate_cost(&model, to_u64(input_tokens), to_u64(output_tokens))
+    }
+}
+
+fn to_u64(n: f64) -> u64 {
+    if n.is_finite() && n > 0.0 {
+        n as u64
+    } else {
+        0
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Prompt
+
+/// The native prompt. Use `Prompt` from `promptops` instead.
+#[napi]
+pub struct NativePrompt {
+    prompt: Prompt,
+    client: Client,
+}
+
+#[napi]
+impl NativePrompt {
+    #[napi(getter, catch_unwind)]
+    pub fn name(&self) -> String {
+        self.prompt.name().to_string()
+    }
+
+    #[napi(getter, catch_unwind)]
+    pub fn version(&self) -> u32 {
+        self.prompt.version()
+    }
+
+    #[napi(getter, catch_unwind)]
+    pub fn label(&self) -> Option<String> {
+        self.prompt.label().map(String::from)
+    }
+
+    /// `memory`, `disk`, `bundle` or `fallback`.
+    #[napi(getter, catch_unwind)]
+    pub fn source(&self) -> &'static str {
+        self.prompt.source().as_str()
+    }
+
+    /// `text` or `chat`.
+    #[napi(getter, catch_unwind)]
+    pub fn kind(&self) -> &'static str {
+        self.prompt.kind().as_str()
+    }
+
+    #[napi(getter, catch_unwind)]
+    pub fn variant_name(&self) -> Option<String> {
+        self.prompt.variant_name().map(String::from)
+    }
+
+    #[napi(getter, catch_unwind)]
+    pub fn variants(&self) -> Vec<String> {
+        self.prompt.variants().map(String::from).collect()
+    }
+
+    #[napi(getter, catch_unwind)]
+    pub fn description(&self) -> Option<String> {
+        self.prompt.description().map(String::from)
+    }
+
+    #[napi(getter, catch_unwind)]
+    pub fn tags(&self) -> Vec<String> {
+        self.prompt.tags().to_vec()
+    }
+
+    #[napi(getter, catch_unwind)]
+    pub fn revision(&self) -> f64 {
+        self.prompt.revision() as f64
+    }
+
+    #[napi(getter, catch_unwind)]
+    pub fn snapshot_hash(&self) -> Option<String> {
+        self.prompt.snapshot_hash().map(String::from)
+    }
+
+    /// The model config rendering returns (provider, model, temperature, …).
+    #[napi(getter, catch_unwind, ts_return_type = "Record<string, unknown>")]
+    pub fn config(&self, env: Env) -> Result<Unknown<'static>> {
+        let raw = env.raw();
+        Ok(unknown(
+            raw,
+            json_to_js(raw, &to_json(self.prompt.config()))?,
+        ))
+    }
+
+    /// The input schema (JSON Schema), if the prompt has one.
+    #[napi(
+        getter,
+        catch_unwind,
+        ts_return_type = "Record<string, unknown> | null"
+    )]
+    pub fn schema(&self, env: Env) -> Result<Unknown<'static>> {
+        let raw = env.raw();
+        Ok(unknown(
+            raw,
+            json_to_js(raw, &to_json(&self.prompt.schema()))?,
+        ))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn variant(&self, env: Env, name: String) -> Result<NativePrompt> {
+        match self.prompt.variant(&name) {
+            Ok(prompt) => Ok(NativePrompt {
+                prompt,
+                client: self.client.clone(),
+            }),
+            Err(e) => Err(js_error(env.raw(), &e)),
+        }
+    }
+
+    #[napi(catch_unwind)]
+    pub fn for_model(&self, model: String) -> NativePrompt {
+        NativePrompt {
+            prompt: self.prompt.for_model(&model),
+            client: self.client.clone(),
+        }
+    }
+
+    /// Render with `vars` (a plain object) read value by value through N-API.
+    /// Slower than `renderEncoded`; kept for the benchmark's comparison.
+    #[napi(
+        catch_unwind,
+        js_name = "__renderWalk",
+        ts_args_type = "vars?: Record<string, unknown> | null",
+        ts_return_type = "string | ChatMessage[]"
+    )]
+    pub fn render_walk(&self, env: Env, vars: Unknown<'_>) -> Result<Unknown<'static>> {
+        let raw = env.raw();
+        let vars = vars_from_js(raw, self.prompt.name(), vars.raw())?;
+        let out = self.prompt.render(&vars).map_err(|e| js_error(raw, &e))?;
+        let v = match (&out.text, &out.messages) {
+            (Some(t), _) => js_string(raw, t)?,
+            (None, Some(m)) => messages_to_js(raw, m)?,
+            (None, None) => js_string(raw, "")?,
+        };
+        Ok(unknown(raw, v))
+    }
+
+    /// Render with variables encoded by `index.js` (the fast path).
+    #[napi(
+        catch_unwind,
+        ts_args_type = "text: string, ops: Float64Array, n: number, oneByte: boolean",
+        ts_return_type = "string | ChatMessage[]"
+    )]
+    pub fn render_encoded(
+        &self,
+        env: Env,
+        text: Unknown<'_>,
+        ops: Unknown<'_>,
+        n: u32,
+        one_byte: bool,
+    ) -> Result<Unknown<'static>> {
+        let raw = env.raw();
+        let vars = vars_from_encoded(raw, self.prompt.name(), text.raw(), ops.raw(), n, one_byte)?;
+        let out = self.prompt.render(&vars).map_err(|e| js_error(raw, &e))?;
+        let v = match (&out.text, &out.messages) {
+            (Some(t), _) => js_string(raw, t)?,
+            (None, Some(m)) => messages_to_js(raw, m)?,
+            (None, None) => js_string(raw, "")?,
+        };
+        Ok(unknown(raw, v))
+    }
+
+    /// Where a render's time goes, for the benchmark report: runs the fast
+    /// path `iterations` times and returns mean nanoseconds of `[decode the
+    /// variables, render in the core, create the JS result]`.
+    #[napi(
+        catch_unwind,
+        js_name = "__profileRender",
+        ts_args_type = "text: string, ops: Float64Array, n: number, oneByte: boolean, iterations: number"
+    )]
+    pub fn profile_render(
+        &self,
+        env: Env,
+        text: Unknown<'_>,
+        ops: Unknown<'_>,
+        n: u32,
+        one_byte: bool,
+        iterations: u32,
+    ) -> Result<Vec<f64>> {
+        use std::time::Instant;
+        let raw = env.raw();
+        let iterations = iterations.max(1);
+        let (mut decode, mut render, mut to_js) = (0u128, 0u128, 0u128);
+        for _ in 0..iterations {
+            let mut scope = ptr::null_mut();
+            check!(sys::napi_open_handle_scope(raw, &mut scope));
+            let t0 = Instant::now();
+            let vars =
+                vars_from_encoded(raw, self.prompt.name(), text.raw(), ops.raw(), n, one_byte)?;
+            let t1 = Instant::now();
+            let out = self.prompt.render(&vars).map_err(|e| js_error(raw, &e))?;
+            let t2 = Instant::now();
+            match (&out.text, &out.messages) {
+                (Some(t), _) => js_string(raw, t)?,
+                (None, Some(m)) => messages_to_js(raw, m)?,
+                (None, None) => js_string(raw, "")?,
+            };
+            let t3 = Instant::now();
+            drop(out);
+            drop(vars);
+            check!(sys::napi_close_handle_scope(raw, scope));
+            decode += (t1 - t0).as_nanos();
+            render += (t2 - t1).as_nanos();
+            to_js += (t3 - t2).as_nanos();
+        }
+        let n = iterations as f64;
+        Ok(vec![decode as f64 / n, render as f64 / n, to_js as f64 / n])
+    }
+
+    /// Render with variables given as JSON text. Slower than
+    /// `renderEncoded`; kept for the benchmark's comparison.
+    #[napi(
+        catch_unwind,
+        js_name = "__renderJson",
+        ts_return_type = "string | ChatMessage[]"
+    )]
+    pub fn render_json(&self, env: Env, json: String) -> Result<Unknown<'static>> {
+        let raw = env.raw();
+        let vars: Value = serde_json::from_str(&json).map_err(|e| {
+            js_error(
+                raw,
+                &po::Error::Validation {
+                    prompt: self.prompt.name().to_string(),
+                    field: "vars".into(),
+                    message: format!("not JSON: {e}"),
+                },
+            )
+        })?;
+        let out = self.prompt.render(&vars).map_err(|e| js_error(raw, &e))?;
+        let v = match (&out.text, &out.messages) {
+            (Some(t), _) => js_string(raw, t)?,
+            (None, Some(m)) => messages_to_js(raw, m)?,
+            (None, None) => js_string(raw, "")?,
+        };
+        Ok(unknown(raw, v))
+    }
+
+    /// Input tokens of a rendering of this prompt (its text or messages) for
+    /// the config's model, and the estimated input cost.
+    #[napi(catch_unwind)]
+    pub fn input_tokens(
+        &self,
+        env: Env,
+        #[napi(ts_arg_type = "string | ChatMessage[]")] rendered: Unknown<'_>,
+    ) -> Result<InputTokens> {
+        let model = self.prompt.config().model.as_deref();
+        let count = match text_or_messages(env.raw(), rendered.raw())? {
+            Either::A(text) => tokens::count_input(Some(&text), None, model),
+            Either::B(msgs) => tokens::count_input(None, Some(&msgs), model),
+        };
+        let cost = model.and_then(|m| {
+            self.client
+                .pricing()
+                .estimate_cost(m, count.count as u64, 0)
+        });
+        let c = TokenCount::from(count);
+        Ok(InputTokens {
+            count: c.count,
+            encoding: c.encoding,
+            exact: c.exact,
+            estimated_cost_usd: cost,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tokens and pricing
+
+/// Tokens of a text or a chat request for `model` (OpenAI models exact;
+/// others a flagged estimate), or of a text in `encoding`.
+#[napi(catch_unwind)]
+pub fn count_tokens(
+    env: Env,
+    #[napi(ts_arg_type = "string | ChatMessage[]")] input: Unknown<'_>,
+    model: Option<String>,
+    encoding: Option<String>,
+) -> Result<TokenCount> {
+    let input = text_or_messages(env.raw(), input.raw())?;
+    if let Some(name) = encoding {
+        let Some(enc) = Encoding::from_name(&name) else {
+            return Err(config_error(
+                env.raw(),
+                format!("unknown encoding `{name}` (use cl100k_base or o200k_base)"),
+            ));
+        };
+        let Either::A(text) = input else {
+            return Err(config_error(
+                env.raw(),
+                "an encoding counts text; count messages with a model",
+            ));
+        };
+        return Ok(TokenCount {
+            count: enc.count(&text).min(u32::MAX as usize) as u32,
+            encoding: enc.name().to_string(),
+            exact: true,
+        });
+    }
+    let model = model.as_deref().unwrap_or(DEFAULT_COUNT_MODEL);
+    Ok(match input {
+        Either::A(text) => tokens::count_text(&text, model).into(),
+        Either::B(msgs) => tokens::count_messages(&msgs, model).into(),
+    })
+}
+
+/// The model `countTokens` counts for when none is given.
+const DEFAULT_COUNT_MODEL: &str = "gpt-4o";
+
+/// Which encoding a model is counted with, whether exactly, and the
+/// estimate factor.
+#[napi(catch_unwind)]
+pub fn tokenizer_for_model(model: String) -> TokenizerInfo {
+    let t = tokens::tokenizer_for_model(&model);
+    TokenizerInfo {
+        encoding: t.encoding.name().to_string(),
+        exact: t.exact,
+        factor: t.factor,
+    }
+}
+
+/// Cost in USD with the built-in price table; `null` for an unknown model.
+#[napi(catch_unwind)]
+pub fn estimate_cost(model: String, input_tokens: f64, output_tokens: f64) -> Option<f64> {
+    static BUILTIN: std::sync::OnceLock<po::PricingTable> = std::sync::OnceLock::new();
+    BUILTIN
+        .get_or_init(po::PricingTable::builtin)
+        .estimate_cost(&model, to_u64(input_tokens), to_u64(output_tokens))
+}
+
+/// For the test suite only: panics inside a native call, which must surface
+/// as a JS exception and never end the process.
+#[napi(catch_unwind, js_name = "__panicForTests")]
+pub fn panic_for_tests() {
+    panic!("deliberate panic for the test suite");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utf16(s: &str) -> Vec<u16> {
+        s.encode_utf16().collect()
+    }
+
+    #[test]
+    fn utf16_conversions() {
+        for s in [
+            "",
+            "hello",
+            "a much longer ascii text that spans several sixteen unit chunks.",
+            "Zoë's café — “quotes” 😀👍🏽 中文 and ascii after it, long enough to chunk",
+            "😀",
+        ] {
+            assert_eq!(utf16_to_string(&utf16(s)), s);
+            assert_eq!(utf16_to_value(&utf16(s)).as_str(), Some(s));
+        }
+        // A lone surrogate becomes U+FFFD, as with from_utf16_lossy.
+        let lone = [0x61, 0xD800, 0x62];
+        assert_eq!(utf16_to_string(&lone), String::from_utf16_lossy(&lone));
+    }
+
+    #[test]
+    fn numbers_like_json() {
+        assert_eq!(number_value(3.0).as_i64(), Some(3));
+        assert_eq!(number_value(-0.0).as_i64(), Some(0));
+        assert!(number_value(3.5).as_i64().is_none());
+        assert!(number_value(f64::NAN).is_none());
+        assert!(number_value(1e300).as_i64().is_none());
+    }
+
+    #[test]
+    fn decode_encoded_vars() {
+        // {"name": "Dana", "n": [1, true, null], "s": {"k": "v"}}
+        let text = utf16("nameDananskv");
+        let ops = [
+            OP_OBJECT, 3.0, //
+            4.0, OP_STRING, 4.0, //
+            1.0, OP_ARRAY, 3.0, OP_NUMBER, 1.0, OP_TRUE, OP_NULL, //
+            1.0, OP_OBJECT, 1.0, 1.0, OP_STRING, 1.0,
+        ];
+        let mut d = Decoder {
+            ops: &ops,
+            op: 0,
+            text: &text,
+            pos: 0,
+        };
+        let v = d.value(0).unwrap();
+        assert_eq!(v.get_attr("name").unwrap().as_str(), Some("Dana"));
+        assert_eq!(v.get_attr("n").unwrap().len(), Some(3));
+        assert_eq!(
+            v.get_attr("s").unwrap().get_attr("k").unwrap().as_str(),
+            Some("v")
+        );
+        let keys: Vec<String> = v.try_iter().unwrap().map(|k| k.to_string()).collect();
+        assert_eq!(keys, ["name", "n", "s"]);
+        // Truncated input is an error, not a panic.
+        let mut short = Decoder {
+            ops: &ops[..5],
+            op: 0,
+            text: &text,
+            pos: 0,
+        };
+        assert!(short.value(0).is_err());
+    }
+}

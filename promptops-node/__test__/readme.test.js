@@ -1,0 +1,65 @@
+'use strict';
+// Every JS and TS code block of README.md runs: each in a fresh process, in a
+// directory holding ./prompts (a copy of examples/prompts) and a
+// node_modules/promptops link to this package. TypeScript blocks are
+// transpiled with the typescript package first; blocks with `import` or a
+// top-level `await` run as ES modules.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const { execFileSync } = require('node:child_process');
+const ts = require('typescript');
+const { PKG, EXAMPLE_PROMPTS, tempDir } = require('./helpers.js');
+
+function codeBlocks(markdown) {
+  const blocks = [];
+  const re = /^```(\w+)\n([\s\S]*?)^```/gm;
+  let m;
+  while ((m = re.exec(markdown)) !== null) {
+    const line = markdown.slice(0, m.index).split('\n').length;
+    blocks.push({ lang: m[1], code: m[2], line });
+  }
+  return blocks;
+}
+
+const readme = fs.readFileSync(path.join(PKG, 'README.md'), 'utf8');
+const blocks = codeBlocks(readme).filter((b) => ['js', 'javascript', 'ts', 'typescript', 'mjs'].includes(b.lang));
+
+function workspace() {
+  const dir = tempDir();
+  fs.cpSync(EXAMPLE_PROMPTS, path.join(dir, 'prompts'), { recursive: true });
+  fs.mkdirSync(path.join(dir, 'node_modules'));
+  fs.symlinkSync(PKG, path.join(dir, 'node_modules', 'promptops'), 'dir');
+  return dir;
+}
+
+test('README has JS and TS examples', () => {
+  assert.ok(blocks.some((b) => b.lang === 'js'));
+  assert.ok(blocks.some((b) => b.lang === 'ts'));
+});
+
+for (const b of blocks) {
+  test(`README.md line ${b.line} (${b.lang}) runs`, () => {
+    const dir = workspace();
+    let code = b.code;
+    const isTs = b.lang === 'ts' || b.lang === 'typescript';
+    if (isTs) {
+      const out = ts.transpileModule(code, {
+        compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
+      });
+      code = out.outputText;
+    }
+    const esm = isTs || b.lang === 'mjs' || /^\s*import\s/m.test(code);
+    const file = path.join(dir, esm ? 'snippet.mjs' : 'snippet.js');
+    fs.writeFileSync(file, code);
+    let stdout;
+    try {
+      stdout = execFileSync(process.execPath, [file], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30000 });
+    } catch (e) {
+      assert.fail(`README.md line ${b.line} failed:\n${e.stderr || e.message}`);
+    }
+    assert.ok(stdout.length > 0, 'prints something');
+    if (process.env.PROMPTOPS_SHOW_README_OUTPUT) console.log(`--- line ${b.line}\n${stdout}`);
+  });
+}

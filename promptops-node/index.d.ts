@@ -1,0 +1,312 @@
+// Types of the `promptops` package (index.js / index.mjs). The native layer
+// under it has its own generated declarations (binding.d.ts, written by
+// `napi build` from src/lib.rs); this file describes the public surface.
+
+import { EventEmitter } from 'node:events';
+
+/** A chat message, as the OpenAI and Anthropic SDKs take it. */
+export interface ChatMessage {
+  role: string;
+  content: string;
+  name?: string;
+}
+
+/** Options of `new Client(…)` / `Client.create(…)`. */
+export interface ClientOptions {
+  /**
+   * Registry URL for live delivery. Not available in this build yet: giving
+   * it (or `redis`) throws a `ConfigError`.
+   */
+  server?: string | URL;
+  /** API key for `server` (accepted; live delivery is not available yet). */
+  apiKey?: string;
+  /** The project this client serves (default: the bundle's, or the prompt directory's name). */
+  project?: string;
+  /** Redis URL for live delivery. Not available in this build yet (`ConfigError`). */
+  redis?: string | URL;
+  /** Where live delivery keeps its last-known-good copy (accepted; not used yet). */
+  cacheDir?: string;
+  /** A snapshot bundle file shipped with the app. */
+  bundle?: string;
+  /** A local prompt directory (`module/name.prompt`, `.prompty`). */
+  promptsDir?: string;
+  /** Milliseconds to wait for live data at start-up (accepted; not used yet). */
+  startupWait?: number;
+  /** The label `get` uses when none is given (default `production`). */
+  defaultLabel?: string;
+  /** Fail on any load problem instead of reporting it in `diagnostics`. */
+  strict?: boolean;
+  /** Most template steps one render may take (default 1,000,000; 0 = no limit). */
+  fuel?: number;
+  /** Largest rendered output in bytes (default 1 MiB). */
+  maxOutputBytes?: number;
+}
+
+export interface GetOptions {
+  /** Look up the version this label points at (default: the client's default label). */
+  label?: string;
+  /** Pin a version instead of following a label. */
+  version?: number;
+  /** Served (with `source: 'fallback'`) when the prompt is in no source. */
+  fallback?: string | ChatMessage[];
+}
+
+export type PromptSource = 'memory' | 'disk' | 'bundle' | 'fallback';
+export type PromptKind = 'text' | 'chat';
+export type Encoding = 'cl100k_base' | 'o200k_base';
+
+/** Model configuration: provider, model and call parameters (unknown keys pass through). */
+export interface ModelConfig {
+  provider?: string;
+  model?: string;
+  temperature?: number;
+  max_tokens?: number;
+  top_p?: number;
+  stop?: string[];
+  [key: string]: unknown;
+}
+
+/** One change of what a label serves (`old`/`new`: version, `null` = not served). */
+export interface PromptChange {
+  prompt: string;
+  label: string;
+  old: number | null;
+  new: number | null;
+}
+
+export interface ApplyResult {
+  applied: boolean;
+  revision: number;
+  hash: string;
+  changes: PromptChange[];
+}
+
+/** A problem found while loading. */
+export interface Diagnostic {
+  prompt: string;
+  version: number | null;
+  label: string | null;
+  code: ErrorCode;
+  message: string;
+  details: ErrorDetails;
+}
+
+export interface TokenCount {
+  count: number;
+  encoding: Encoding;
+  /** `false` when the count is an estimate (non-OpenAI model). */
+  exact: boolean;
+}
+
+export interface TokenizerInfo {
+  encoding: Encoding;
+  exact: boolean;
+  /** The estimate factor applied to the encoding's count (1 for exact counts). */
+  factor: number;
+}
+
+/** The result of rendering. */
+export declare class Rendered {
+  private constructor();
+  /** The rendered text (text prompts), else `null`. */
+  readonly text: string | null;
+  /** The rendered messages (chat prompts), else `null`. */
+  readonly messages: ChatMessage[] | null;
+  /** The model config (frozen). */
+  readonly config: Readonly<ModelConfig>;
+  /** `config.model`, or `null`. */
+  readonly model: string | null;
+  /** Input tokens for `model`, counted on first access. */
+  readonly inputTokens: number;
+  /** `false` when `inputTokens` is an estimate. */
+  readonly tokensExact: boolean;
+  readonly tokenEncoding: Encoding;
+  /** Estimated input cost in USD; `null` when the model has no price. */
+  readonly estimatedCostUsd: number | null;
+  toString(): string;
+  toJSON(): {
+    text: string | null;
+    messages: ChatMessage[] | null;
+    config: ModelConfig;
+    model: string | null;
+    inputTokens: number;
+    tokensExact: boolean;
+    estimatedCostUsd: number | null;
+  };
+}
+
+/** One version of one prompt, ready to render. Immutable. */
+export declare class Prompt {
+  private constructor();
+  /** `module/name` */
+  readonly name: string;
+  /** The version number (0 for an inline fallback). */
+  readonly version: number;
+  /** The label it was looked up by (`null` for a pinned version). */
+  readonly label: string | null;
+  readonly source: PromptSource;
+  readonly kind: PromptKind;
+  /** The selected variant, or `null`. */
+  readonly variantName: string | null;
+  /** The model config rendering returns (frozen). */
+  readonly config: Readonly<ModelConfig>;
+  /** Names of the version's variants. */
+  readonly variants: readonly string[];
+  readonly description: string | null;
+  readonly tags: string[];
+  /** The input schema (JSON Schema), or `null`. */
+  readonly schema: Record<string, unknown> | null;
+  /** The same prompt with variant `name` selected. */
+  variant(name: string): Prompt;
+  /** The variant meant for `model`, else the version itself. */
+  forModel(model: string): Prompt;
+  /** Render with `vars` (JSON.stringify semantics). */
+  render(vars?: Record<string, unknown> | null): Rendered;
+}
+
+/**
+ * The in-process promptops client. Emits `'change'` with `PromptChange[]`
+ * when what a label serves changes.
+ */
+export declare class Client extends EventEmitter {
+  /** Build a client, reading its sources synchronously. */
+  constructor(options?: ClientOptions);
+  /** Build a client, reading its sources on the libuv thread pool. */
+  static create(options?: ClientOptions): Promise<Client>;
+  /** The prompt under `label` (default `production`) or at `version`. */
+  get(name: string, options?: GetOptions): Prompt;
+  /** `'valid'` when data is loaded, `'off'` when there is none (or the client is closed). */
+  readonly status: 'valid' | 'off';
+  /** The project this client serves, once known. */
+  readonly project: string | null;
+  /** Problems found while loading. */
+  readonly diagnostics: Diagnostic[];
+  /** Push a snapshot (object or JSON text) into the store. */
+  apply(snapshot: string | object): ApplyResult;
+  /** `apply` on the libuv thread pool (the event loop is not held while a large snapshot compiles). */
+  applyAsync(snapshot: string | object): Promise<ApplyResult>;
+  /** Estimated cost in USD with this client's prices. */
+  estimateCost(model: string, inputTokens: number, outputTokens?: number): number | null;
+  /** Stop change events and refuse further lookups. */
+  close(): void;
+  on(event: 'change', listener: (changes: PromptChange[]) => void): this;
+  once(event: 'change', listener: (changes: PromptChange[]) => void): this;
+  off(event: 'change', listener: (changes: PromptChange[]) => void): this;
+}
+
+export interface CountOptions {
+  /** The model to count for (default `gpt-4o`). */
+  model?: string;
+  /** Count a text in this encoding instead. */
+  encoding?: Encoding;
+}
+
+/** Tokens of a text or a chat request for a model (exact for OpenAI models). */
+export declare function countTokens(input: string | ChatMessage[], options?: CountOptions | string): number;
+/** Like `countTokens`, with the encoding and whether the count is exact. */
+export declare function countTokensDetailed(
+  input: string | ChatMessage[],
+  options?: CountOptions | string,
+): TokenCount;
+/** Which encoding a model is counted with, whether exactly, and the estimate factor. */
+export declare function tokenizerForModel(model: string): TokenizerInfo;
+/** Cost in USD with the built-in price table; `null` for an unknown model. */
+export declare function estimateCost(model: string, inputTokens: number, outputTokens?: number): number | null;
+
+export type ErrorCode =
+  | 'PROMPT_NOT_FOUND'
+  | 'TEMPLATE_ERROR'
+  | 'VARIABLE_ERROR'
+  | 'VALIDATION_ERROR'
+  | 'INCLUDE_CYCLE'
+  | 'PARSE_ERROR'
+  | 'SNAPSHOT_ERROR'
+  | 'UNKNOWN_MODEL'
+  | 'OUTPUT_LIMIT'
+  | 'FUEL_EXHAUSTED'
+  | 'CONFIG_ERROR'
+  | 'REGISTRY_UNAVAILABLE'
+  | 'IO_ERROR';
+
+/** The core's error fields: `kind`, `message` and whichever others apply. */
+export interface ErrorDetails {
+  kind: ErrorCode;
+  message: string;
+  prompt?: string;
+  version?: number;
+  part?: string;
+  line?: number;
+  column?: number;
+  variable?: string;
+  field?: string;
+  file?: string;
+  label?: string;
+  cycle?: string[];
+  limit?: number;
+  model?: string;
+  selector?: string;
+  [key: string]: unknown;
+}
+
+export declare class PromptOpsError extends Error {
+  constructor(message: string, details?: ErrorDetails);
+  readonly code: ErrorCode;
+  readonly details: ErrorDetails;
+  /** The prompt concerned, when there is one. */
+  readonly prompt?: string;
+}
+export declare class PromptNotFoundError extends PromptOpsError {
+  static readonly code: 'PROMPT_NOT_FOUND';
+  readonly selector: string | null;
+}
+export declare class TemplateError extends PromptOpsError {
+  static readonly code: 'TEMPLATE_ERROR';
+  readonly line: number | null;
+  readonly column: number | null;
+  readonly part: string | null;
+}
+export declare class VariableError extends PromptOpsError {
+  static readonly code: 'VARIABLE_ERROR';
+  readonly variable: string | null;
+  readonly line: number | null;
+}
+export declare class ValidationError extends PromptOpsError {
+  static readonly code: 'VALIDATION_ERROR';
+  readonly field: string | null;
+}
+export declare class IncludeCycleError extends PromptOpsError {
+  static readonly code: 'INCLUDE_CYCLE';
+  readonly label: string | null;
+  readonly cycle: string[] | null;
+}
+export declare class ParseError extends PromptOpsError {
+  static readonly code: 'PARSE_ERROR';
+  readonly file: string | null;
+  readonly line: number | null;
+  readonly column: number | null;
+}
+export declare class SnapshotError extends PromptOpsError {
+  static readonly code: 'SNAPSHOT_ERROR';
+}
+export declare class UnknownModelError extends PromptOpsError {
+  static readonly code: 'UNKNOWN_MODEL';
+  readonly model: string | null;
+}
+export declare class OutputLimitError extends PromptOpsError {
+  static readonly code: 'OUTPUT_LIMIT';
+  readonly limit: number | null;
+}
+export declare class FuelExhaustedError extends PromptOpsError {
+  static readonly code: 'FUEL_EXHAUSTED';
+  readonly limit: number | null;
+}
+export declare class ConfigError extends PromptOpsError {
+  static readonly code: 'CONFIG_ERROR';
+}
+export declare class RegistryUnavailableError extends PromptOpsError {
+  static readonly code: 'REGISTRY_UNAVAILABLE';
+}
+export declare class IoError extends PromptOpsError {
+  static readonly code: 'IO_ERROR';
+  readonly file: string | null;
+}

@@ -1,0 +1,461 @@
+'use strict';
+// promptops for Node.js: the idiomatic surface over the native addon
+// (binding.js, built from src/lib.rs). Behaviour lives in promptops-core;
+// this file shapes it for JS: error subclasses, an EventEmitter client,
+// lazily computed token counts, and the variable encoder (encode.js).
+
+const { EventEmitter } = require('node:events');
+const native = require('./binding.js');
+const encoder = require('./encode.js');
+
+// ---------------------------------------------------------------------------
+// Errors. The addon throws instances of these classes (registered below), so
+// the mapping from the core's error kinds lives in one place: `js_error` in
+// src/lib.rs picks the class by `code`; the constructor copies the fields.
+
+class PromptOpsError extends Error {
+  constructor(message, details) {
+    super(message);
+    const d = details && typeof details === 'object' ? details : {};
+    /** The core's error kind, e.g. `PROMPT_NOT_FOUND`. */
+    this.code = d.kind || this.constructor.code || 'PROMPTOPS_ERROR';
+    /** Every field of the error (`kind`, `message`, `prompt`, `line`, …). */
+    this.details = d;
+    if (d.prompt !== undefined) this.prompt = d.prompt;
+  }
+
+  get name() {
+    return this.constructor.name;
+  }
+}
+
+function errorClass(name, code, fields) {
+  const cls = {
+    [name]: class extends PromptOpsError {
+      constructor(message, details) {
+        super(message, details);
+        for (const f of fields) this[f] = this.details[f] ?? null;
+      }
+    },
+  }[name];
+  Object.defineProperty(cls, 'code', { value: code });
+  return cls;
+}
+
+const PromptNotFoundError = errorClass('PromptNotFoundError', 'PROMPT_NOT_FOUND', ['selector']);
+const TemplateError = errorClass('TemplateError', 'TEMPLATE_ERROR', ['line', 'column', 'part']);
+const VariableError = errorClass('VariableError', 'VARIABLE_ERROR', ['variable', 'line']);
+const ValidationError = errorClass('ValidationError', 'VALIDATION_ERROR', ['field']);
+const IncludeCycleError = errorClass('IncludeCycleError', 'INCLUDE_CYCLE', ['label', 'cycle']);
+const ParseError = errorClass('ParseError', 'PARSE_ERROR', ['file', 'line', 'column']);
+const SnapshotError = errorClass('SnapshotError', 'SNAPSHOT_ERROR', []);
+const UnknownModelError = errorClass('UnknownModelError', 'UNKNOWN_MODEL', ['model']);
+const OutputLimitError = errorClass('OutputLimitError', 'OUTPUT_LIMIT', ['limit']);
+const FuelExhaustedError = errorClass('FuelExhaustedError', 'FUEL_EXHAUSTED', ['limit']);
+const ConfigError = errorClass('ConfigError', 'CONFIG_ERROR', []);
+const RegistryUnavailableError = errorClass('RegistryUnavailableError', 'REGISTRY_UNAVAILABLE', []);
+const IoError = errorClass('IoError', 'IO_ERROR', ['file']);
+
+const errors = {
+  PromptOpsError,
+  PromptNotFoundError,
+  TemplateError,
+  VariableError,
+  ValidationError,
+  IncludeCycleError,
+  ParseError,
+  SnapshotError,
+  UnknownModelError,
+  OutputLimitError,
+  FuelExhaustedError,
+  ConfigError,
+  RegistryUnavailableError,
+  IoError,
+};
+
+const ERROR_CLASSES = {};
+for (const cls of Object.values(errors)) if (cls.code) ERROR_CLASSES[cls.code] = cls;
+native.registerErrorClasses(ERROR_CLASSES);
+
+// ---------------------------------------------------------------------------
+// Rendered output
+
+/**
+ * The result of `prompt.render(vars)`: `text` (text prompts) or `messages`
+ * (chat prompts), the model `config`, and, computed on first access and
+ * then kept, `inputTokens`, `tokensExact`, `tokenEncoding` and
+ * `estimatedCostUsd`.
+ */
+class Rendered {
+  #prompt;
+  #tokens = null;
+
+  constructor(prompt, out) {
+    if (typeof out === 'string') {
+      this.text = out;
+      this.messages = null;
+    } else {
+      this.text = null;
+      this.messages = out;
+    }
+    this.#prompt = prompt;
+  }
+
+  /** The model config (frozen; shared by every rendering of the prompt). */
+  get config() {
+    return this.#prompt.config;
+  }
+
+  /** The model tokens are counted and priced for (`config.model`). */
+  get model() {
+    return this.#prompt.config.model ?? null;
+  }
+
+  #count() {
+    if (this.#tokens === null) {
+      this.#tokens = this.#prompt[NATIVE].inputTokens(this.text ?? this.messages);
+    }
+    return this.#tokens;
+  }
+
+  /** Input tokens of the text or messages for `model` (counted once, lazily). */
+  get inputTokens() {
+    return this.#count().count;
+  }
+
+  /** `false` when `inputTokens` is an estimate (non-OpenAI model, or none). */
+  get tokensExact() {
+    return this.#count().exact;
+  }
+
+  /** The encoding counted with: `o200k_base` or `cl100k_base`. */
+  get tokenEncoding() {
+    return this.#count().encoding;
+  }
+
+  /** Estimated input cost in USD; `null` when the model has no price. */
+  get estimatedCostUsd() {
+    return this.#count().estimatedCostUsd ?? null;
+  }
+
+  /** The text, or the messages as `role: content` lines. */
+  toString() {
+    if (this.text !== null) return this.text;
+    return this.messages.map((m) => `${m.role}: ${m.content}`).join('\n');
+  }
+
+  toJSON() {
+    return {
+      text: this.text,
+      messages: this.messages,
+      config: this.config,
+      model: this.model,
+      inputTokens: this.inputTokens,
+      tokensExact: this.tokensExact,
+      estimatedCostUsd: this.estimatedCostUsd,
+    };
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Prompt
+
+const NATIVE = Symbol('promptops.native');
+const NOT_LATIN1 = /[^\u0000-\u00ff]/;
+
+function deepFreeze(v) {
+  if (v && typeof v === 'object') {
+    Object.freeze(v);
+    for (const k of Object.keys(v)) deepFreeze(v[k]);
+  }
+  return v;
+}
+
+/** One version of one prompt, ready to render. Immutable. */
+class Prompt {
+  #config = undefined;
+  #variants = null;
+
+  constructor(n) {
+    this[NATIVE] = n;
+    /** `module/name` */
+    this.name = n.name;
+    /** The version number (0 for an inline fallback). */
+    this.version = n.version;
+    /** The label it was looked up by (`null` for a pinned version). */
+    this.label = n.label;
+    /** `memory`, `disk`, `bundle` or `fallback`. */
+    this.source = n.source;
+    /** `text` or `chat`. */
+    this.kind = n.kind;
+    /** The selected variant (`null` for the version itself). */
+    this.variantName = n.variantName;
+    Object.defineProperty(this, NATIVE, { enumerable: false });
+  }
+
+  /** The model config rendering returns (frozen). */
+  get config() {
+    if (this.#config === undefined) this.#config = deepFreeze(this[NATIVE].config);
+    return this.#config;
+  }
+
+  /** Names of the version's variants. */
+  get variants() {
+    if (this.#variants === null) this.#variants = Object.freeze(this[NATIVE].variants);
+    return this.#variants;
+  }
+
+  get description() {
+    return this[NATIVE].description;
+  }
+
+  get tags() {
+    return this[NATIVE].tags;
+  }
+
+  /** The input schema (JSON Schema), or `null`. */
+  get schema() {
+    return this[NATIVE].schema;
+  }
+
+  /** The same prompt with variant `name` selected (PromptNotFoundError if none). */
+  variant(name) {
+    return new Prompt(this[NATIVE].variant(name));
+  }
+
+  /** The variant meant for `model`, else the version itself. */
+  forModel(model) {
+    return new Prompt(this[NATIVE].forModel(model));
+  }
+
+  /**
+   * Render with `vars` (a plain object; JSON.stringify semantics). Synchronous:
+   * rendering is CPU work measured in microseconds.
+   */
+  render(vars) {
+    const enc = encoder.acquire();
+    let out;
+    try {
+      const n = enc.encode(vars);
+      const text = enc.text;
+      // One-byte (Latin-1) text crosses as a plain copy; V8 answers this
+      // test in constant time for such strings.
+      out = this[NATIVE].renderEncoded(text, enc.ops, n, !NOT_LATIN1.test(text));
+    } finally {
+      encoder.release(enc);
+    }
+    return new Rendered(this, out);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Client
+
+const OPTION_KEYS = [
+  'server',
+  'apiKey',
+  'project',
+  'redis',
+  'cacheDir',
+  'bundle',
+  'promptsDir',
+  'startupWait',
+  'defaultLabel',
+  'strict',
+  'fuel',
+  'maxOutputBytes',
+];
+
+function nativeOptions(options) {
+  if (options === undefined || options === null) return {};
+  if (typeof options !== 'object') throw new TypeError('promptops: Client options must be an object');
+  const out = {};
+  for (const k of OPTION_KEYS) {
+    const v = options[k];
+    if (v === undefined || v === null) continue;
+    if (k === 'startupWait' || k === 'fuel' || k === 'maxOutputBytes') out[k] = Number(v);
+    else if (k === 'strict') out[k] = Boolean(v);
+    else out[k] = v instanceof URL ? v.href : String(v);
+  }
+  return out;
+}
+
+// Prompts handed out by `get` are kept per client until what the store serves
+// changes, so a repeated `get` is a map lookup. Bounded, in case names come
+// from user input.
+const MAX_CACHED_PROMPTS = 4096;
+
+/**
+ * The in-process promptops client. Reads prompts from a local directory
+ * (`promptsDir`) and/or a snapshot bundle (`bundle`); lookups and renders
+ * never touch the network. Emits `change` with `[{ prompt, label, old, new }]`
+ * whenever what a label serves changes.
+ */
+class Client extends EventEmitter {
+  #native;
+  #prompts = new Map();
+  // The store's change counter, shared with the addon: a lookup checks it
+  // with one memory read and drops the cached prompts when it moved.
+  #generation;
+  #seen;
+
+  /**
+   * Build a client, reading its sources synchronously (fine at start-up; use
+   * `await Client.create(options)` to read them off the event loop).
+   */
+  constructor(options) {
+    super();
+    const n = options instanceof native.NativeClient ? options : native.openClient(nativeOptions(options));
+    this.#native = n;
+    this.#generation = new Uint32Array(n.generationBuffer());
+    this.#seen = this.#generation[0];
+    // The native side holds this callback (a thread-safe function that
+    // never keeps the process alive); it reaches the client through a weak
+    // reference so that an unused client can still be collected.
+    const self = new WeakRef(this);
+    n.setChangeCallback((changes) => {
+      const client = self.deref();
+      if (client !== undefined) client.#changed(changes);
+    });
+  }
+
+  #changed(changes) {
+    this.#prompts.clear();
+    if (!this.#native.closed) this.emit('change', changes);
+  }
+
+  /** Build a client, reading and compiling its sources on the libuv thread pool. */
+  static async create(options) {
+    return new Client(await native.createClient(nativeOptions(options)));
+  }
+
+  /**
+   * The prompt `name` under `label` (default `production`) or at a pinned
+   * `version`; `fallback` (text, or `[{ role, content }]`) is served when the
+   * prompt is in no source.
+   */
+  get(name, options) {
+    let key = name;
+    let label;
+    let version;
+    let fallback;
+    if (options !== undefined && options !== null) {
+      label = options.label ?? undefined;
+      version = options.version ?? undefined;
+      fallback = options.fallback ?? undefined;
+      if (label !== undefined || version !== undefined || fallback !== undefined) {
+        key = `${name}\u0000${label ?? ''}\u0000${version ?? ''}\u0000${
+          fallback === undefined ? '' : typeof fallback === 'string' ? `t${fallback}` : `m${JSON.stringify(fallback)}`
+        }`;
+      }
+    }
+    if (this.#generation[0] !== this.#seen) {
+      this.#prompts.clear();
+      this.#seen = this.#generation[0];
+    }
+    let p = this.#prompts.get(key);
+    if (p === undefined) {
+      p = new Prompt(this.#native.get(String(name), label, version, fallback));
+      if (this.#prompts.size >= MAX_CACHED_PROMPTS) this.#prompts.clear();
+      this.#prompts.set(key, p);
+    }
+    return p;
+  }
+
+  /** `valid` when data is loaded, `off` when no source has provided any. */
+  get status() {
+    return this.#native.closed ? 'off' : this.#native.status;
+  }
+
+  /** The project this client serves (`null` until known). */
+  get project() {
+    return this.#native.project;
+  }
+
+  /** Problems found while loading: `[{ prompt, version, label, code, message, details }]`. */
+  get diagnostics() {
+    return this.#native.diagnostics();
+  }
+
+  /**
+   * Push a snapshot (object or JSON text) into the store, the entry point
+   * live sources use. Returns `{ applied, revision, hash, changes }`;
+   * listeners get the changes as a `change` event.
+   */
+  apply(snapshot) {
+    const json = typeof snapshot === 'string' ? snapshot : JSON.stringify(snapshot);
+    const out = this.#native.applySnapshot(json);
+    if (out.changes.length > 0) {
+      const changes = out.changes.map((c) => ({ ...c }));
+      process.nextTick(() => this.#changed(changes));
+    }
+    return out;
+  }
+
+  /**
+   * `apply` on the libuv thread pool: parsing and compiling a large snapshot
+   * does not hold the event loop. Resolves to `{ applied, revision, hash,
+   * changes }`; listeners get the changes as a `change` event.
+   */
+  async applyAsync(snapshot) {
+    const json = typeof snapshot === 'string' ? snapshot : JSON.stringify(snapshot);
+    return this.#native.applySnapshotAsync(json);
+  }
+
+  /** Estimated cost in USD with this client's prices (`null` for an unknown model). */
+  estimateCost(model, inputTokens, outputTokens = 0) {
+    return this.#native.estimateCost(String(model), inputTokens, outputTokens);
+  }
+
+  /** Stop change events and refuse further lookups. Idempotent. */
+  close() {
+    this.#native.close();
+    this.#prompts.clear();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Tokens and pricing
+
+function tokenOptions(options) {
+  if (typeof options === 'string') return [options, undefined];
+  if (options === undefined || options === null) return [undefined, undefined];
+  return [options.model ?? undefined, options.encoding ?? undefined];
+}
+
+/**
+ * Tokens of a text, or of a chat request (`[{ role, content, name? }]`), as
+ * `model` (default `gpt-4o`) counts them; `{ encoding }` counts a text in
+ * `cl100k_base` or `o200k_base`. Exact for OpenAI models, a documented
+ * estimate for others (see `countTokensDetailed`).
+ */
+function countTokens(input, options) {
+  return countTokensDetailed(input, options).count;
+}
+
+/** Like `countTokens`, with the encoding and whether the count is exact. */
+function countTokensDetailed(input, options) {
+  const [model, encoding] = tokenOptions(options);
+  return native.countTokens(input, model, encoding);
+}
+
+/** Which encoding a model is counted with, whether exactly, and the estimate factor. */
+function tokenizerForModel(model) {
+  return native.tokenizerForModel(String(model));
+}
+
+/** Cost in USD with the built-in price table; `null` for an unknown model. */
+function estimateCost(model, inputTokens, outputTokens = 0) {
+  return native.estimateCost(String(model), inputTokens, outputTokens);
+}
+
+module.exports = {
+  Client,
+  Prompt,
+  Rendered,
+  countTokens,
+  countTokensDetailed,
+  tokenizerForModel,
+  estimateCost,
+  ...errors,
+};

@@ -1,0 +1,31 @@
+// ES module entry point: the same API as the CommonJS one (index.js).
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const promptops = require('./index.js');
+
+export const {
+  Client,
+  Prompt,
+  Rendered,
+  countTokens,
+  countTokensDetailed,
+  tokenizerForModel,
+  estimateCost,
+  PromptOpsError,
+  PromptNotFoundError,
+  TemplateError,
+  VariableError,
+  ValidationError,
+  IncludeCycleError,
+  ParseError,
+  SnapshotError,
+  UnknownModelError,
+  OutputLimitError,
+  FuelExhaustedError,
+  ConfigError,
+  RegistryUnavailableError,
+  IoError,
+} = promptops;
+
+export default promptops;

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The Node suite: installs promptops-node's dev dependencies (from its
+# package-lock.json), builds the addon, runs the tests (node --test) and the
+# TypeScript check (tsc --noEmit on examples/quickstart.ts).
+#
+# The addon is built the fast way: `cargo build --workspace` (the build the
+# Rust suite already did, so usually a no-op) and the cdylib copied to the
+# name the generated loader (binding.js) looks for. `npm run build` in
+# promptops-node is the packaging path (`napi build --release`).
+# Usage: ./scripts/test-node.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+if ! command -v node >/dev/null 2>&1; then
+  echo "test-node.sh: node (18 or newer) is required" >&2
+  exit 1
+fi
+node -e 'const [maj] = process.versions.node.split(".").map(Number); if (maj < 18) { console.error("Node 18+ required, found " + process.version); process.exit(1); }'
+
+echo "== node: npm ci"
+(cd promptops-node && npm ci --no-audit --no-fund --loglevel=error)
+
+echo "== node: build the addon (cargo build --workspace)"
+cargo build --workspace
+case "$(uname -s)" in
+  Linux) lib="libpromptops_node.so" ;;
+  Darwin) lib="libpromptops_node.dylib" ;;
+  *) echo "test-node.sh: unsupported OS $(uname -s)" >&2; exit 1 ;;
+esac
+triple="$(node -p '
+  const { platform, arch } = process;
+  platform === "linux" ? `linux-${arch}-${process.report.getReport().header.glibcVersionRuntime ? "gnu" : "musl"}` : `${platform}-${arch}`')"
+cp "$CARGO_TARGET_DIR/debug/$lib" "promptops-node/promptops.$triple.node"
+
+echo "== node: tests"
+(cd promptops-node && node --test __test__/)
+
+echo "== node: tsc --noEmit"
+(cd promptops-node && npx --no-install tsc --noEmit -p examples/tsconfig.json)
+echo "== node: all passed"
