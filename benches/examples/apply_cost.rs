@@ -28,7 +28,8 @@ fn main() {
     let n = 5000u32;
     let t = Instant::now();
     for i in 0..n {
-        p.labels.insert("canary".into(), if i % 2 == 0 { 2 } else { 1 });
+        p.labels
+            .insert("canary".into(), if i % 2 == 0 { 2 } else { 1 });
         let d = Delta {
             project: "demo".into(),
             base_revision: 1 + i as u64,
