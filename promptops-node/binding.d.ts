@@ -16,8 +16,13 @@ export declare class NativeClient {
    * messages served when the prompt is in no source).
    */
   get(name: string, label?: string | undefined | null, version?: number | undefined | null, fallback?: string | Array<ChatMessage> | undefined | null): NativePrompt
-  /** `valid` once data is loaded, `off` when no source has provided any. */
-  get status(): string
+  /**
+   * `initializing`, `valid`, `interrupted` or `off` (live delivery); for
+   * a client without live sources `valid` once data is loaded, else `off`.
+   */
+  get status(): 'initializing' | 'valid' | 'interrupted' | 'off'
+  /** The state of live delivery in detail. */
+  syncStatus(): SyncStatusInfo
   /** Bumped on every change of what some label serves. */
   get generation(): number
   /**
@@ -39,6 +44,12 @@ export declare class NativeClient {
    */
   setChangeCallback(callback: (changes: PromptChange[]) => void): void
   /**
+   * Deliver status transitions of live delivery to `callback(status)` on
+   * the JS thread. Replaces any previous callback; never keeps the
+   * process alive.
+   */
+  setStatusCallback(callback: (status: SyncStatusInfo) => void): void
+  /**
    * Push a snapshot (JSON text) into the store, as live sources do.
    * Returns `{ applied, revision, hash, changes }`.
    */
@@ -49,7 +60,10 @@ export declare class NativeClient {
    * changes arrive through the change callback.
    */
   applySnapshotAsync(json: string): Promise<{ applied: boolean; revision: number; hash: string; changes: PromptChange[] }>
-  /** Stop change deliveries and refuse further lookups. Idempotent. */
+  /**
+   * Stop live delivery and change deliveries, and refuse further
+   * lookups. Idempotent.
+   */
   close(): void
   /**
    * Estimated cost in USD with this client's price table (`null` for an
@@ -118,15 +132,18 @@ export interface ChatMessage {
 }
 
 /**
- * Options of `new Client(…)`. Live delivery (`server`, `apiKey`, `redis`,
- * `cacheDir`, `startupWait`) is accepted but not available in this build:
- * `server` or `redis` is refused with a `CONFIG_ERROR`.
+ * Options of `new Client(…)`. Live delivery: `server` (+ `apiKey`) and/or
+ * `redis` (+ `redisPrefix`) with a `project`; `cacheDir` keeps the
+ * last-known-good snapshot; `startupWait` blocks the build until live data
+ * arrived (or the wait ran out).
  */
 export interface ClientOptions {
   server?: string
   apiKey?: string
   project?: string
   redis?: string
+  /** Key and channel prefix in Redis (default `promptops`). */
+  redisPrefix?: string
   cacheDir?: string
   bundle?: string
   promptsDir?: string
@@ -185,6 +202,21 @@ export interface PromptChange {
  * core errors are then thrown as instances of those classes.
  */
 export declare function registerErrorClasses(classes: object): void
+
+/** The state of live delivery (`client.syncStatus()`). */
+export interface SyncStatusInfo {
+  /** `initializing`, `valid`, `interrupted` or `off`. */
+  status: 'initializing' | 'valid' | 'interrupted' | 'off'
+  /** The most recent error of any live source (kept after recovery). */
+  lastError?: string
+  /**
+   * Milliseconds since a live source last confirmed the data (`null` if
+   * none ever did).
+   */
+  dataAgeMs?: number
+  /** Per source (`http`, `redis`): its own state. */
+  sources: Record<string, 'initializing' | 'valid' | 'interrupted' | 'off'>
+}
 
 /** A token count and how it was obtained. */
 export interface TokenCount {

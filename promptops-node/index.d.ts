@@ -13,24 +13,29 @@ export interface ChatMessage {
 
 /** Options of `new Client(…)` / `Client.create(…)`. */
 export interface ClientOptions {
-  /**
-   * Registry URL for live delivery. Not available in this build yet: giving
-   * it (or `redis`) throws a `ConfigError`.
-   */
+  /** Registry URL for live delivery (needs `project`). */
   server?: string | URL;
-  /** API key for `server` (accepted; live delivery is not available yet). */
+  /** API key (SDK key) for `server`. */
   apiKey?: string;
-  /** The project this client serves (default: the bundle's, or the prompt directory's name). */
+  /**
+   * The project this client serves (default: the bundle's, or the prompt
+   * directory's name; required for live delivery).
+   */
   project?: string;
-  /** Redis URL for live delivery. Not available in this build yet (`ConfigError`). */
+  /** Redis URL for live delivery (snapshot key + pub/sub channel; needs `project`). */
   redis?: string | URL;
-  /** Where live delivery keeps its last-known-good copy (accepted; not used yet). */
+  /** Key and channel prefix in Redis (default `promptops`, the registry's `--redis-prefix`). */
+  redisPrefix?: string;
+  /** Where live delivery keeps its last-known-good snapshot (served while the registry is down). */
   cacheDir?: string;
   /** A snapshot bundle file shipped with the app. */
   bundle?: string;
   /** A local prompt directory (`module/name.prompt`, `.prompty`). */
   promptsDir?: string;
-  /** Milliseconds to wait for live data at start-up (accepted; not used yet). */
+  /**
+   * Milliseconds to wait for live data at start-up (default 0: never wait).
+   * `new Client` blocks for it; `Client.create` waits off the event loop.
+   */
   startupWait?: number;
   /** The label `get` uses when none is given (default `production`). */
   defaultLabel?: string;
@@ -72,6 +77,20 @@ export interface PromptChange {
   label: string;
   old: number | null;
   new: number | null;
+}
+
+/** The state of live delivery. */
+export type SyncState = 'initializing' | 'valid' | 'interrupted' | 'off';
+
+/** `client.syncStatus()`, and the argument of `'status'` listeners. */
+export interface SyncStatus {
+  status: SyncState;
+  /** The most recent error of any live source (kept after recovery), or `null`. */
+  lastError: string | null;
+  /** Milliseconds since a live source last confirmed the data, or `null` if none ever did. */
+  dataAgeMs: number | null;
+  /** Per live source (`http`, `redis`): its own state. */
+  sources: Record<string, SyncState>;
 }
 
 export interface ApplyResult {
@@ -166,17 +185,23 @@ export declare class Prompt {
 
 /**
  * The in-process promptops client. Emits `'change'` with `PromptChange[]`
- * when what a label serves changes.
+ * when what a label serves changes, and `'status'` with a `SyncStatus` when
+ * the state of live delivery changes.
  */
 export declare class Client extends EventEmitter {
-  /** Build a client, reading its sources synchronously. */
+  /** Build a client, reading its sources (and waiting `startupWait`) synchronously. */
   constructor(options?: ClientOptions);
-  /** Build a client, reading its sources on the libuv thread pool. */
+  /** Build a client on the libuv thread pool (the `startupWait` included). */
   static create(options?: ClientOptions): Promise<Client>;
   /** The prompt under `label` (default `production`) or at `version`. */
   get(name: string, options?: GetOptions): Prompt;
-  /** `'valid'` when data is loaded, `'off'` when there is none (or the client is closed). */
-  readonly status: 'valid' | 'off';
+  /**
+   * Live delivery's state; without live sources `'valid'` when data is
+   * loaded, `'off'` when there is none (or the client is closed).
+   */
+  readonly status: SyncState;
+  /** The state of live delivery in detail. */
+  syncStatus(): SyncStatus;
   /** The project this client serves, once known. */
   readonly project: string | null;
   /** Problems found while loading. */
@@ -187,11 +212,14 @@ export declare class Client extends EventEmitter {
   applyAsync(snapshot: string | object): Promise<ApplyResult>;
   /** Estimated cost in USD with this client's prices. */
   estimateCost(model: string, inputTokens: number, outputTokens?: number): number | null;
-  /** Stop change events and refuse further lookups. */
+  /** Stop live delivery and change events, and refuse further lookups. */
   close(): void;
   on(event: 'change', listener: (changes: PromptChange[]) => void): this;
+  on(event: 'status', listener: (status: SyncStatus) => void): this;
   once(event: 'change', listener: (changes: PromptChange[]) => void): this;
+  once(event: 'status', listener: (status: SyncStatus) => void): this;
   off(event: 'change', listener: (changes: PromptChange[]) => void): this;
+  off(event: 'status', listener: (status: SyncStatus) => void): this;
 }
 
 export interface CountOptions {
@@ -226,7 +254,10 @@ export type ErrorCode =
   | 'FUEL_EXHAUSTED'
   | 'CONFIG_ERROR'
   | 'REGISTRY_UNAVAILABLE'
-  | 'IO_ERROR';
+  | 'IO_ERROR'
+  | 'POLICY_ERROR'
+  | 'NO_ROUTE'
+  | 'PROVIDER_ERROR';
 
 /** The core's error fields: `kind`, `message` and whichever others apply. */
 export interface ErrorDetails {
@@ -245,6 +276,10 @@ export interface ErrorDetails {
   limit?: number;
   model?: string;
   selector?: string;
+  provider?: string;
+  error_type?: string;
+  status?: number | null;
+  attempts?: number;
   [key: string]: unknown;
 }
 
@@ -309,4 +344,21 @@ export declare class RegistryUnavailableError extends PromptOpsError {
 export declare class IoError extends PromptOpsError {
   static readonly code: 'IO_ERROR';
   readonly file: string | null;
+}
+export declare class PolicyError extends PromptOpsError {
+  static readonly code: 'POLICY_ERROR';
+  readonly field: string | null;
+}
+export declare class NoRouteError extends PromptOpsError {
+  static readonly code: 'NO_ROUTE';
+}
+export declare class ProviderError extends PromptOpsError {
+  static readonly code: 'PROVIDER_ERROR';
+  readonly provider: string | null;
+  readonly model: string | null;
+  /** `connect`, `timeout`, `rate_limited`, `server_error`, `auth`, … */
+  readonly errorType: string | null;
+  /** The HTTP status, when there was one. */
+  readonly status: number | null;
+  readonly attempts: number | null;
 }

@@ -34,7 +34,11 @@ function errorClass(name, code, fields) {
     [name]: class extends PromptOpsError {
       constructor(message, details) {
         super(message, details);
-        for (const f of fields) this[f] = this.details[f] ?? null;
+        for (const f of fields) {
+          // `jsName:detailKey` when the names differ (`errorType:error_type`).
+          const [js, key = js] = f.split(':');
+          this[js] = this.details[key] ?? null;
+        }
       }
     },
   }[name];
@@ -55,6 +59,15 @@ const FuelExhaustedError = errorClass('FuelExhaustedError', 'FUEL_EXHAUSTED', ['
 const ConfigError = errorClass('ConfigError', 'CONFIG_ERROR', []);
 const RegistryUnavailableError = errorClass('RegistryUnavailableError', 'REGISTRY_UNAVAILABLE', []);
 const IoError = errorClass('IoError', 'IO_ERROR', ['file']);
+const PolicyError = errorClass('PolicyError', 'POLICY_ERROR', ['field']);
+const NoRouteError = errorClass('NoRouteError', 'NO_ROUTE', []);
+const ProviderError = errorClass('ProviderError', 'PROVIDER_ERROR', [
+  'provider',
+  'model',
+  'errorType:error_type',
+  'status',
+  'attempts',
+]);
 
 const errors = {
   PromptOpsError,
@@ -71,6 +84,9 @@ const errors = {
   ConfigError,
   RegistryUnavailableError,
   IoError,
+  PolicyError,
+  NoRouteError,
+  ProviderError,
 };
 
 const ERROR_CLASSES = {};
@@ -256,6 +272,7 @@ const OPTION_KEYS = [
   'apiKey',
   'project',
   'redis',
+  'redisPrefix',
   'cacheDir',
   'bundle',
   'promptsDir',
@@ -287,9 +304,12 @@ const MAX_CACHED_PROMPTS = 4096;
 
 /**
  * The in-process promptops client. Reads prompts from a local directory
- * (`promptsDir`) and/or a snapshot bundle (`bundle`); lookups and renders
- * never touch the network. Emits `change` with `[{ prompt, label, old, new }]`
- * whenever what a label serves changes.
+ * (`promptsDir`), a snapshot bundle (`bundle`) and/or live from a registry
+ * (`server`) or Redis (`redis`), which a background sync keeps current;
+ * lookups and renders never touch the network. Emits `change` with
+ * `[{ prompt, label, old, new }]` whenever what a label serves changes, and
+ * `status` with `{ status, lastError, dataAgeMs, sources }` when the state of
+ * live delivery changes.
  */
 class Client extends EventEmitter {
   #native;
@@ -301,7 +321,8 @@ class Client extends EventEmitter {
 
   /**
    * Build a client, reading its sources synchronously (fine at start-up; use
-   * `await Client.create(options)` to read them off the event loop).
+   * `await Client.create(options)` to read them, and wait `startupWait` for
+   * live data, off the event loop).
    */
   constructor(options) {
     super();
@@ -317,6 +338,10 @@ class Client extends EventEmitter {
       const client = self.deref();
       if (client !== undefined) client.#changed(changes);
     });
+    n.setStatusCallback((status) => {
+      const client = self.deref();
+      if (client !== undefined && !client.#native.closed) client.emit('status', status);
+    });
   }
 
   #changed(changes) {
@@ -324,7 +349,10 @@ class Client extends EventEmitter {
     if (!this.#native.closed) this.emit('change', changes);
   }
 
-  /** Build a client, reading and compiling its sources on the libuv thread pool. */
+  /**
+   * Build a client on the libuv thread pool: reading and compiling its
+   * sources and waiting `startupWait` for live data never hold the event loop.
+   */
   static async create(options) {
     return new Client(await native.createClient(nativeOptions(options)));
   }
@@ -362,9 +390,25 @@ class Client extends EventEmitter {
     return p;
   }
 
-  /** `valid` when data is loaded, `off` when no source has provided any. */
+  /**
+   * Live delivery: `initializing` (no live source answered yet), `valid`,
+   * `interrupted` (every live source failing; last-known-good data served)
+   * or `off` (closed, refused, or not configured). Without live sources:
+   * `valid` when data is loaded, else `off`.
+   */
   get status() {
     return this.#native.closed ? 'off' : this.#native.status;
+  }
+
+  /** `{ status, lastError, dataAgeMs, sources }`: the state of live delivery in detail. */
+  syncStatus() {
+    const s = this.#native.syncStatus();
+    return {
+      status: this.#native.closed ? 'off' : s.status,
+      lastError: s.lastError ?? null,
+      dataAgeMs: s.dataAgeMs ?? null,
+      sources: { ...s.sources },
+    };
   }
 
   /** The project this client serves (`null` until known). */
@@ -407,7 +451,7 @@ class Client extends EventEmitter {
     return this.#native.estimateCost(String(model), inputTokens, outputTokens);
   }
 
-  /** Stop change events and refuse further lookups. Idempotent. */
+  /** Stop live delivery and change events, and refuse further lookups. Idempotent. */
   close() {
     this.#native.close();
     this.#prompts.clear();

@@ -26,6 +26,9 @@ export const {
   ConfigError,
   RegistryUnavailableError,
   IoError,
+  PolicyError,
+  NoRouteError,
+  ProviderError,
 } = promptops;
 
 export default promptops;

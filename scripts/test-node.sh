@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The Node suite: installs promptops-node's dev dependencies (from its
 # package-lock.json), builds the addon, runs the tests (node --test) and the
-# TypeScript check (tsc --noEmit on examples/quickstart.ts).
+# TypeScript check (tsc --noEmit on examples/quickstart.ts). The live tests
+# get the registry binary (`promptops`, also built by `cargo build
+# --workspace`) through PROMPTOPS_SERVER_BIN.
 #
 # The addon is built the fast way: `cargo build --workspace` (the build the
 # Rust suite already did, so usually a no-op) and the cdylib copied to the
@@ -34,6 +36,9 @@ triple="$(node -p '
 cp "$CARGO_TARGET_DIR/debug/$lib" "promptops-node/promptops.$triple.node"
 
 echo "== node: tests"
+# The live tests start the registry binary the workspace build produced.
+export PROMPTOPS_SERVER_BIN="$CARGO_TARGET_DIR/debug/promptops"
+test -x "$PROMPTOPS_SERVER_BIN" || { echo "test-node.sh: $PROMPTOPS_SERVER_BIN was not built" >&2; exit 1; }
 (cd promptops-node && node --test __test__/)
 
 echo "== node: tsc --noEmit"

@@ -2,7 +2,10 @@
 # The Python suite of promptops: builds the extension (promptops._lowlevel)
 # into a venv, then runs pytest on promptops-py/tests — the shared vectors,
 # errors, threads, asyncio, fork, the README's code, the stub check
-# (mypy.stubtest) and mypy --strict on the example app.
+# (mypy.stubtest) and mypy --strict on the example app — and live delivery
+# against a real registry (the `promptops` binary, built here; its path goes
+# to the tests in PROMPTOPS_BIN; Redis too when PROMPTOPS_TEST_REDIS_URL is
+# set, as scripts/test.sh does).
 #
 # Usage: ./scripts/test-python.sh [pytest args...]
 # Env: PROMPTOPS_VENV (default /var/tmp/promptops-venv), PYTHON (default
@@ -44,6 +47,10 @@ fi
 tail -n 2 "$log"
 rm -f "$log"
 python -c 'import promptops; print("promptops", promptops.__version__, "from", promptops.__file__)'
+
+echo "== python: build the registry (promptops serve, for tests/test_live.py)"
+cargo build --workspace --bin promptops
+export PROMPTOPS_BIN="$CARGO_TARGET_DIR/debug/promptops"
 
 echo "== python: pytest"
 set +e

@@ -32,6 +32,9 @@ const CODES = {
   ConfigError: 'CONFIG_ERROR',
   RegistryUnavailableError: 'REGISTRY_UNAVAILABLE',
   IoError: 'IO_ERROR',
+  PolicyError: 'POLICY_ERROR',
+  NoRouteError: 'NO_ROUTE',
+  ProviderError: 'PROVIDER_ERROR',
 };
 
 test('every core error kind has a class with a stable code', () => {
@@ -45,6 +48,21 @@ test('every core error kind has a class with a stable code', () => {
     assert.equal(e.code, code);
     assert.equal(e.name, name);
   }
+});
+
+test('the fields of the routing and provider errors', () => {
+  const p = new promptops.ProviderError('m', {
+    kind: 'PROVIDER_ERROR',
+    message: 'm',
+    provider: 'openai',
+    model: 'gpt-4o',
+    error_type: 'rate_limited',
+    status: 429,
+    attempts: 2,
+  });
+  assert.deepEqual([p.provider, p.model, p.errorType, p.status, p.attempts], ['openai', 'gpt-4o', 'rate_limited', 429, 2]);
+  const pol = new promptops.PolicyError('m', { kind: 'POLICY_ERROR', message: 'm', field: 'strategy' });
+  assert.equal(pol.field, 'strategy');
 });
 
 test('PROMPT_NOT_FOUND', () => {
@@ -108,12 +126,12 @@ test('INCLUDE_CYCLE, OUTPUT_LIMIT, FUEL_EXHAUSTED', () => {
   assert.equal(fuel.code, 'FUEL_EXHAUSTED');
 });
 
-test('CONFIG_ERROR: live delivery is not available in this build', () => {
+test('CONFIG_ERROR: live delivery needs a project; bad options', () => {
   for (const opts of [{ server: 'https://promptops.example', apiKey: 'k' }, { redis: 'redis://127.0.0.1:6379' }]) {
     const e = thrown(() => new Client(opts));
     assert.ok(e instanceof promptops.ConfigError);
     assert.equal(e.code, 'CONFIG_ERROR');
-    assert.match(e.message, /live delivery .* not available in this build/);
+    assert.match(e.message, /project is required/);
   }
   const wait = thrown(() => new Client({ startupWait: -1 }));
   assert.equal(wait.code, 'CONFIG_ERROR');

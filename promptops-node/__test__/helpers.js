@@ -4,6 +4,8 @@
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const readline = require('node:readline');
+const { spawn } = require('node:child_process');
 
 const PKG = path.resolve(__dirname, '..');
 const ROOT = path.resolve(PKG, '..');
@@ -25,4 +27,78 @@ function renderVectorBundle(doc) {
   return file;
 }
 
-module.exports = { PKG, ROOT, VECTORS, EXAMPLE_PROMPTS, loadVector, tempDir, renderVectorBundle };
+// The `promptops` registry binary (`cargo build --workspace` builds it;
+// scripts/test-node.sh passes its path in PROMPTOPS_SERVER_BIN). Tests that
+// need it are skipped only when that variable is not set and the binary is
+// not at its default place.
+const REGISTRY_BIN =
+  process.env.PROMPTOPS_SERVER_BIN ||
+  path.join(process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target'), 'debug', 'promptops');
+const REGISTRY_BIN_SKIP =
+  process.env.PROMPTOPS_SERVER_BIN || fs.existsSync(REGISTRY_BIN)
+    ? false
+    : `the registry binary is not built (${REGISTRY_BIN}); set PROMPTOPS_SERVER_BIN`;
+
+const registries = new Set();
+process.on('exit', () => {
+  for (const p of registries) p.kill('SIGKILL');
+});
+
+/**
+ * Start `promptops serve --demo` on a free port (SQLite in a temp dir);
+ * resolves to `{ url, adminKey, sdkKey, proc }` once its stdout named them.
+ * Its stdout is read for its whole life; it is killed when this process exits.
+ */
+function startRegistry() {
+  const proc = spawn(REGISTRY_BIN, ['serve', '--demo', '--addr', '127.0.0.1:0'], {
+    cwd: tempDir(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  registries.add(proc);
+  proc.on('exit', () => registries.delete(proc));
+  proc.stderr.resume(); // logs; keep the pipe drained
+  const info = {};
+  return new Promise((resolve, reject) => {
+    const onExit = (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`the registry exited early (${code ?? signal})`));
+    };
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`the registry did not start within 20 s: ${JSON.stringify(info)}`));
+    }, 20000);
+    proc.once('error', onExit);
+    proc.once('exit', onExit);
+    readline.createInterface({ input: proc.stdout }).on('line', (line) => {
+      let m;
+      if ((m = /^promptops registry on (http:\/\/\S+)/.exec(line))) info.url = m[1];
+      else if ((m = /^\s+admin key:\s*(\S+)/.exec(line))) info.adminKey = m[1];
+      else if ((m = /^\s+SDK key:\s*(\S+)/.exec(line))) info.sdkKey = m[1];
+      if (info.url && info.adminKey && info.sdkKey && !info.done) {
+        info.done = true;
+        clearTimeout(timer);
+        proc.off('exit', onExit);
+        proc.off('error', onExit);
+        resolve({ url: info.url, adminKey: info.adminKey, sdkKey: info.sdkKey, proc });
+      }
+    });
+  });
+}
+
+function stopRegistry(reg) {
+  if (reg && reg.proc.exitCode === null && reg.proc.signalCode === null) reg.proc.kill('SIGKILL');
+}
+
+module.exports = {
+  PKG,
+  ROOT,
+  VECTORS,
+  EXAMPLE_PROMPTS,
+  loadVector,
+  tempDir,
+  renderVectorBundle,
+  REGISTRY_BIN,
+  REGISTRY_BIN_SKIP,
+  startRegistry,
+  stopRegistry,
+};

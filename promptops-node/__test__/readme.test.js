@@ -3,14 +3,16 @@
 // directory holding ./prompts (a copy of examples/prompts) and a
 // node_modules/promptops link to this package. TypeScript blocks are
 // transpiled with the typescript package first; blocks with `import` or a
-// top-level `await` run as ES modules.
+// top-level `await` run as ES modules. Blocks that read PROMPTOPS_SERVER get
+// a live registry (`promptops serve --demo`) through PROMPTOPS_SERVER and
+// PROMPTOPS_SDK_KEY.
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 const { execFileSync } = require('node:child_process');
 const ts = require('typescript');
-const { PKG, EXAMPLE_PROMPTS, tempDir } = require('./helpers.js');
+const { PKG, EXAMPLE_PROMPTS, tempDir, REGISTRY_BIN_SKIP, startRegistry, stopRegistry } = require('./helpers.js');
 
 function codeBlocks(markdown) {
   const blocks = [];
@@ -39,8 +41,18 @@ test('README has JS and TS examples', () => {
   assert.ok(blocks.some((b) => b.lang === 'ts'));
 });
 
+let registry = null;
+test.after(() => stopRegistry(registry));
+
 for (const b of blocks) {
-  test(`README.md line ${b.line} (${b.lang}) runs`, () => {
+  const live = b.code.includes('PROMPTOPS_SERVER');
+  test(`README.md line ${b.line} (${b.lang}) runs`, { skip: live && REGISTRY_BIN_SKIP }, async () => {
+    const env = { ...process.env };
+    if (live) {
+      registry ??= await startRegistry();
+      env.PROMPTOPS_SERVER = registry.url;
+      env.PROMPTOPS_SDK_KEY = registry.sdkKey;
+    }
     const dir = workspace();
     let code = b.code;
     const isTs = b.lang === 'ts' || b.lang === 'typescript';
@@ -55,7 +67,7 @@ for (const b of blocks) {
     fs.writeFileSync(file, code);
     let stdout;
     try {
-      stdout = execFileSync(process.execPath, [file], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30000 });
+      stdout = execFileSync(process.execPath, [file], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30000, env });
     } catch (e) {
       assert.fail(`README.md line ${b.line} failed:\n${e.stderr || e.message}`);
     }

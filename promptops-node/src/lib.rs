@@ -973,9 +973,10 @@ pub struct TokenizerInfo {
 // ---------------------------------------------------------------------------
 // Client
 
-/// Options of `new Client(…)`. Live delivery (`server`, `apiKey`, `redis`,
-/// `cacheDir`, `startupWait`) is accepted but not available in this build:
-/// `server` or `redis` is refused with a `CONFIG_ERROR`.
+/// Options of `new Client(…)`. Live delivery: `server` (+ `apiKey`) and/or
+/// `redis` (+ `redisPrefix`) with a `project`; `cacheDir` keeps the
+/// last-known-good snapshot; `startupWait` blocks the build until live data
+/// arrived (or the wait ran out).
 #[napi(object)]
 #[derive(Default, Clone)]
 pub struct ClientOptions {
@@ -983,6 +984,8 @@ pub struct ClientOptions {
     pub api_key: Option<String>,
     pub project: Option<String>,
     pub redis: Option<String>,
+    /// Key and channel prefix in Redis (default `promptops`).
+    pub redis_prefix: Option<String>,
     pub cache_dir: Option<String>,
     pub bundle: Option<String>,
     pub prompts_dir: Option<String>,
@@ -1001,13 +1004,6 @@ pub struct ClientOptions {
 }
 
 fn build_client(opts: &ClientOptions) -> po::Result<Client> {
-    if opts.server.is_some() || opts.redis.is_some() {
-        return Err(po::Error::Config(
-            "live delivery (`server`, `redis`) is not available in this build of promptops yet; \
-             load prompts with `bundle` or `promptsDir`"
-                .into(),
-        ));
-    }
     if let Some(w) = opts.startup_wait
         && !(w.is_finite() && w >= 0.0)
     {
@@ -1016,6 +1012,28 @@ fn build_client(opts: &ClientOptions) -> po::Result<Client> {
         )));
     }
     let mut b: ClientBuilder = Client::builder();
+    // Live delivery runs on a runtime the core owns (its own threads, not
+    // libuv handles): it never keeps the Node process alive.
+    if let Some(s) = &opts.server {
+        b = b.server(s);
+    }
+    if let Some(k) = &opts.api_key {
+        b = b.api_key(k);
+    }
+    if let Some(r) = &opts.redis {
+        b = b.redis(r);
+    }
+    if let Some(p) = &opts.redis_prefix {
+        let mut sync = po::sync::SyncOptions::new(opts.project.clone().unwrap_or_default());
+        sync.redis_prefix.clone_from(p);
+        b = b.sync_options(sync);
+    }
+    if let Some(d) = &opts.cache_dir {
+        b = b.cache_dir(d);
+    }
+    if let Some(w) = opts.startup_wait {
+        b = b.startup_wait(std::time::Duration::from_secs_f64(w / 1000.0));
+    }
     if let Some(p) = &opts.project {
         b = b.project(p);
     }
@@ -1060,6 +1078,38 @@ thread_local! {
 }
 
 type ChangeTsfn = ThreadsafeFunction<Vec<PromptChange>, (), Vec<PromptChange>, Status, false, true>;
+type StatusTsfn = ThreadsafeFunction<SyncStatusInfo, (), SyncStatusInfo, Status, false, true>;
+
+/// The state of live delivery (`client.syncStatus()`).
+#[napi(object)]
+pub struct SyncStatusInfo {
+    /// `initializing`, `valid`, `interrupted` or `off`.
+    #[napi(ts_type = "'initializing' | 'valid' | 'interrupted' | 'off'")]
+    pub status: String,
+    /// The most recent error of any live source (kept after recovery).
+    pub last_error: Option<String>,
+    /// Milliseconds since a live source last confirmed the data (`null` if
+    /// none ever did).
+    pub data_age_ms: Option<f64>,
+    /// Per source (`http`, `redis`): its own state.
+    #[napi(ts_type = "Record<string, 'initializing' | 'valid' | 'interrupted' | 'off'>")]
+    pub sources: std::collections::HashMap<String, String>,
+}
+
+impl From<&po::sync::SyncStatus> for SyncStatusInfo {
+    fn from(s: &po::sync::SyncStatus) -> Self {
+        SyncStatusInfo {
+            status: s.status.as_str().to_string(),
+            last_error: s.last_error.clone(),
+            data_age_ms: s.data_age().map(|d| d.as_secs_f64() * 1000.0),
+            sources: s
+                .sources
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().to_string()))
+                .collect(),
+        }
+    }
+}
 
 /// State shared with the store's change listener (which may run on any
 /// thread).
@@ -1068,6 +1118,7 @@ struct Shared {
     generation: AtomicU32,
     closed: AtomicBool,
     listener: Mutex<Option<ChangeTsfn>>,
+    status_listener: Mutex<Option<StatusTsfn>>,
 }
 
 /// The native client. Use `Client` from `promptops` instead.
@@ -1083,6 +1134,7 @@ impl NativeClient {
             generation: AtomicU32::new(0),
             closed: AtomicBool::new(false),
             listener: Mutex::new(None),
+            status_listener: Mutex::new(None),
         });
         let s = shared.clone();
         client.on_change(move |changes| {
@@ -1096,6 +1148,20 @@ impl NativeClient {
             {
                 let list = changes.iter().map(PromptChange::from).collect();
                 tsfn.call(list, ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        });
+        let s = shared.clone();
+        client.on_status(move |status| {
+            if s.closed.load(Ordering::Acquire) {
+                return;
+            }
+            if let Ok(guard) = s.status_listener.lock()
+                && let Some(tsfn) = guard.as_ref()
+            {
+                tsfn.call(
+                    SyncStatusInfo::from(status),
+                    ThreadsafeFunctionCallMode::NonBlocking,
+                );
             }
         });
         NativeClient { client, shared }
@@ -1242,14 +1308,21 @@ impl NativeClient {
         }
     }
 
-    /// `valid` once data is loaded, `off` when no source has provided any.
-    #[napi(getter, catch_unwind)]
+    /// `initializing`, `valid`, `interrupted` or `off` (live delivery); for
+    /// a client without live sources `valid` once data is loaded, else `off`.
+    #[napi(
+        getter,
+        catch_unwind,
+        ts_return_type = "'initializing' | 'valid' | 'interrupted' | 'off'"
+    )]
     pub fn status(&self) -> &'static str {
-        if self.client.snapshot().is_some() {
-            "valid"
-        } else {
-            "off"
-        }
+        self.client.status().status.as_str()
+    }
+
+    /// The state of live delivery in detail.
+    #[napi(catch_unwind)]
+    pub fn sync_status(&self) -> SyncStatusInfo {
+        SyncStatusInfo::from(&self.client.status())
     }
 
     /// Bumped on every change of what some label serves.
@@ -1361,6 +1434,30 @@ impl NativeClient {
         Ok(())
     }
 
+    /// Deliver status transitions of live delivery to `callback(status)` on
+    /// the JS thread. Replaces any previous callback; never keeps the
+    /// process alive.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "callback: (status: SyncStatusInfo) => void"
+    )]
+    pub fn set_status_callback(
+        &self,
+        env: Env,
+        callback: Function<'_, SyncStatusInfo, ()>,
+    ) -> Result<()> {
+        self.check_open(&env)?;
+        let tsfn: StatusTsfn = callback
+            .build_threadsafe_function::<SyncStatusInfo>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build()?;
+        if let Ok(mut guard) = self.shared.status_listener.lock() {
+            *guard = Some(tsfn);
+        }
+        Ok(())
+    }
+
     /// Push a snapshot (JSON text) into the store, as live sources do.
     /// Returns `{ applied, revision, hash, changes }`.
     #[napi(
@@ -1395,14 +1492,19 @@ impl NativeClient {
         }))
     }
 
-    /// Stop change deliveries and refuse further lookups. Idempotent.
+    /// Stop live delivery and change deliveries, and refuse further
+    /// lookups. Idempotent.
     #[napi(catch_unwind)]
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
+        self.client.close();
         if let Ok(mut guard) = self.shared.listener.lock()
             && let Some(tsfn) = guard.take()
         {
             drop(tsfn); // the last reference: releases the function
+        }
+        if let Ok(mut guard) = self.shared.status_listener.lock() {
+            drop(guard.take());
         }
     }
 

@@ -785,8 +785,10 @@ fn count(
 // Classes
 // ---------------------------------------------------------------------------
 
-/// The native client. `promptops.Client` subclasses it (adding the live
-/// delivery parameters and `aget`).
+/// The native client. `promptops.Client` subclasses it (adding argument
+/// checks, the restart of live sync in forked children and `aget`). Live
+/// sync runs on the core's own runtime (one thread per client), started by
+/// `build` and restarted by `start_sync`.
 #[pyclass(module = "promptops._lowlevel", subclass, frozen)]
 struct Client {
     inner: core::Client,
@@ -853,16 +855,45 @@ impl Client {
 #[pymethods]
 impl Client {
     #[new]
-    #[pyo3(signature = (*, project=None, bundle=None, prompts_dir=None, strict=false))]
+    #[pyo3(signature = (
+        *,
+        project=None,
+        bundle=None,
+        prompts_dir=None,
+        strict=false,
+        server=None,
+        api_key=None,
+        redis=None,
+        redis_prefix=None,
+        cache_dir=None,
+        startup_wait=0.0
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         project: Option<String>,
         bundle: Option<PathBuf>,
         prompts_dir: Option<PathBuf>,
         strict: bool,
+        server: Option<String>,
+        api_key: Option<String>,
+        redis: Option<String>,
+        redis_prefix: Option<String>,
+        cache_dir: Option<PathBuf>,
+        startup_wait: f64,
     ) -> PyResult<Self> {
         guard(py, || {
-            let mut b = core::Client::builder().strict(strict);
+            let wait = std::time::Duration::try_from_secs_f64(startup_wait).map_err(|_| {
+                core::Error::Config(format!(
+                    "startup_wait must be a finite number of seconds >= 0, got {startup_wait}"
+                ))
+            })?;
+            let mut b = core::Client::builder().strict(strict).startup_wait(wait);
+            if let Some(prefix) = redis_prefix {
+                let mut opts = core::sync::SyncOptions::new(project.clone().unwrap_or_default());
+                opts.redis_prefix = prefix;
+                b = b.sync_options(opts);
+            }
             if let Some(p) = project {
                 b = b.project(p);
             }
@@ -872,6 +903,20 @@ impl Client {
             if let Some(p) = prompts_dir {
                 b = b.prompts_dir(p);
             }
+            if let Some(s) = server {
+                b = b.server(s);
+            }
+            if let Some(k) = api_key {
+                b = b.api_key(k);
+            }
+            if let Some(r) = redis {
+                b = b.redis(r);
+            }
+            if let Some(d) = cache_dir {
+                b = b.cache_dir(d);
+            }
+            // With live sources and `startup_wait`, this blocks: other
+            // Python threads run meanwhile.
             let inner = detached(py, || b.build())?;
             Ok(Client {
                 inner,
@@ -955,13 +1000,66 @@ impl Client {
         Ok(prompt)
     }
 
-    /// "valid" when prompt data is loaded, "off" when none is.
+    /// The live delivery status: "initializing", "valid", "interrupted" or
+    /// "off" (a client without live sources: "valid" once data is loaded).
     #[getter]
     fn status(&self) -> &'static str {
-        match self.inner.snapshot() {
-            Some(_) => "valid",
-            None => "off",
+        self.inner.status().status.as_str()
+    }
+
+    /// The status with its details: `status`, `last_error`, `data_age`
+    /// (seconds since a live source last confirmed the data, or None) and
+    /// `sources` (per live source: its own status).
+    #[getter]
+    fn status_detail<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        guard(py, || Ok(status_dict(py, &self.inner.status())?))
+    }
+
+    /// Call `callback(status_detail)` whenever the overall status changes
+    /// (from a sync thread). An exception in the callback is reported with
+    /// `sys.unraisablehook` and goes no further.
+    fn on_status(&self, py: Python<'_>, callback: Bound<'_, PyAny>) -> PyResult<()> {
+        if !callback.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "on_status needs a callable, not {}",
+                type_name(&callback)
+            )));
         }
+        let callback: Py<PyAny> = callback.unbind();
+        guard(py, || {
+            self.inner.on_status(move |status| {
+                // Not during interpreter shutdown: the callback is skipped.
+                Python::try_attach(|py| {
+                    let cb = callback.bind(py);
+                    let called = status_dict(py, status).and_then(|d| cb.call1((d,)));
+                    if let Err(e) = called {
+                        e.write_unraisable(py, Some(cb));
+                    }
+                });
+            });
+            Ok(())
+        })
+    }
+
+    /// (Re)start live sync. The client starts it itself; the `promptops`
+    /// package calls this in a forked child (`os.register_at_fork`), where
+    /// the parent's sync threads do not exist. No-op without live sources.
+    fn start_sync(&self, py: Python<'_>) -> PyResult<()> {
+        guard(py, || {
+            let inner = &self.inner;
+            detached(py, || inner.start_sync())
+        })
+    }
+
+    /// Stop live sync (idempotent). Lookups keep serving what is loaded.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        guard(py, || {
+            let inner = &self.inner;
+            detached(py, || {
+                inner.close();
+                Ok(())
+            })
+        })
     }
 
     #[getter]
@@ -990,13 +1088,14 @@ impl Client {
         let callback: Py<PyAny> = callback.unbind();
         guard(py, || {
             self.inner.on_change(move |changes| {
-                Python::attach(|py| {
+                // Not during interpreter shutdown: the callback is skipped.
+                Python::try_attach(|py| {
                     let cb = callback.bind(py);
                     let called = changes_list(py, changes).and_then(|list| cb.call1((list,)));
                     if let Err(e) = called {
                         e.write_unraisable(py, Some(cb));
                     }
-                })
+                });
             });
             Ok(())
         })
@@ -1043,6 +1142,21 @@ impl Client {
             self.status()
         )
     }
+}
+
+/// A sync status as a dict: `status`, `last_error`, `data_age` (seconds,
+/// or None), `sources`.
+fn status_dict<'py>(py: Python<'py>, s: &core::sync::SyncStatus) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("status", s.status.as_str())?;
+    d.set_item("last_error", s.last_error.as_deref())?;
+    d.set_item("data_age", s.data_age().map(|a| a.as_secs_f64()))?;
+    let sources = PyDict::new(py);
+    for (name, st) in &s.sources {
+        sources.set_item(name, st.as_str())?;
+    }
+    d.set_item("sources", sources)?;
+    Ok(d)
 }
 
 fn fallback_arg(f: &Bound<'_, PyAny>) -> Res<core::Fallback> {
@@ -1131,6 +1245,12 @@ impl Prompt {
     #[getter]
     fn source(&self) -> &'static str {
         self.inner.source().as_str()
+    }
+
+    /// The revision of the snapshot it came from (0 for local data).
+    #[getter]
+    fn revision(&self) -> u64 {
+        self.inner.revision()
     }
 
     #[getter]

@@ -1,6 +1,9 @@
 """Every ```python block of promptops-py/README.md runs, in order, in one
 namespace, from the repository root; what a block prints must equal its
-full-line `# ...` comments (the README's shown output)."""
+full-line `# ...` comments (the README's shown output). The live-delivery
+block reads a real registry's URL and SDK key from the environment
+(PROMPTOPS_SERVER, PROMPTOPS_SDK_KEY, as `promptops serve --demo` writes
+them to promptops-demo.env)."""
 
 from __future__ import annotations
 
@@ -8,11 +11,13 @@ import contextlib
 import io
 import os
 import re
+from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
 
 from conftest import PY_ROOT, REPO
+from live_registry import BIN, Registry, skip_reason
 
 README = PY_ROOT / "README.md"
 
@@ -39,7 +44,19 @@ def test_readme_has_python_blocks() -> None:
     assert len(python_blocks()) >= 8
 
 
-def test_readme_python_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.skipif(BIN is None, reason=skip_reason())
+def test_readme_python_blocks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    try:
+        monkeypatch.setenv("PROMPTOPS_SERVER", registry.url)
+        monkeypatch.setenv("PROMPTOPS_SDK_KEY", registry.sdk_key)
+        monkeypatch.setenv("PROMPTOPS_CACHE_DIR", str(tmp_path / "cache"))
+        run_blocks(monkeypatch)
+    finally:
+        registry.kill()
+
+
+def run_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
     ns: Dict[str, Any] = {"__name__": "__readme__"}
     for line, block in python_blocks():

@@ -267,10 +267,14 @@ impl Syncer {
 
     /// After `fork()`: the parent's runtime threads do not exist in the
     /// child. Forget them without joining; the caller starts a new syncer.
+    /// The status cell is left as it is: the caller's next `start` registers
+    /// its sources in it again.
     pub fn abandon_after_fork(mut self) {
         if let Some(rt) = self.rt.take() {
             std::mem::forget(rt);
         }
+        // Not `close()`: that would mark the shared status closed.
+        std::mem::forget(self);
     }
 }
 

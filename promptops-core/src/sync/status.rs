@@ -113,6 +113,8 @@ impl StatusCell {
     /// Register a source as starting.
     pub fn register(&self, source: &str) {
         self.update(|g| {
+            // Sync (re)starting: no longer closed.
+            g.closed = false;
             g.sources.insert(source.to_string(), Status::Initializing);
         });
     }

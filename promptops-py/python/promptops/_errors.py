@@ -5,7 +5,8 @@ Every exception raised by the engine is a :class:`PromptOpsError`. Its
 same string in Rust, Python and Node, and ``details`` is a dict of the
 error's fields (``kind``, ``message`` and whichever of ``prompt``,
 ``version``, ``part``, ``line``, ``column``, ``variable``, ``field``,
-``file``, ``label``, ``cycle``, ``limit``, ``model``, ``selector`` apply).
+``file``, ``label``, ``cycle``, ``limit``, ``model``, ``selector``,
+``provider``, ``error_type``, ``status``, ``attempts`` apply).
 The attributes of the subclasses (``.line``, ``.variable``, ...) read
 ``details``.
 """
@@ -29,6 +30,9 @@ __all__ = [
     "ConfigError",
     "RegistryUnavailable",
     "PromptOpsIOError",
+    "PolicyError",
+    "NoRoute",
+    "ProviderError",
 ]
 
 
@@ -234,7 +238,9 @@ class ConfigError(PromptOpsError):
 
 
 class RegistryUnavailable(PromptOpsError):
-    """No source could provide data and no fallback was given."""
+    """Live delivery is configured but no data has been loaded yet (the
+    registry or Redis has not answered, and neither ``cache_dir`` nor a
+    bundle had data), and no fallback was given."""
 
     KIND = "REGISTRY_UNAVAILABLE"
 
@@ -247,6 +253,62 @@ class PromptOpsIOError(PromptOpsError):
     @property
     def file(self) -> Optional[str]:
         return self._get("file")  # type: ignore[no-any-return]
+
+
+class PolicyError(PromptOpsError):
+    """A routing policy is invalid; ``field`` names the offending part
+    (``strategy``, ``targets[2].weight``, ...)."""
+
+    KIND = "POLICY_ERROR"
+
+    @property
+    def prompt(self) -> Optional[str]:
+        return self._get("prompt")  # type: ignore[no-any-return]
+
+    @property
+    def field(self) -> Optional[str]:
+        return self._get("field")  # type: ignore[no-any-return]
+
+
+class NoRoute(PromptOpsError):
+    """A valid routing policy found no target it may use (every circuit
+    open, no target within the budget or the context window)."""
+
+    KIND = "NO_ROUTE"
+
+    @property
+    def prompt(self) -> Optional[str]:
+        return self._get("prompt")  # type: ignore[no-any-return]
+
+
+class ProviderError(PromptOpsError):
+    """A provider call failed (after every failover attempt)."""
+
+    KIND = "PROVIDER_ERROR"
+
+    @property
+    def provider(self) -> Optional[str]:
+        return self._get("provider")  # type: ignore[no-any-return]
+
+    @property
+    def model(self) -> Optional[str]:
+        return self._get("model")  # type: ignore[no-any-return]
+
+    @property
+    def error_type(self) -> Optional[str]:
+        """``connect``, ``timeout``, ``ttft_timeout``, ``rate_limited``,
+        ``server_error``, ``client_error``, ``malformed_response``,
+        ``stream_error``, ``auth`` or ``unsupported_provider``."""
+        return self._get("error_type")  # type: ignore[no-any-return]
+
+    @property
+    def status(self) -> Optional[int]:
+        """The HTTP status, when there was one."""
+        return self._get("status")  # type: ignore[no-any-return]
+
+    @property
+    def attempts(self) -> Optional[int]:
+        return self._get("attempts")  # type: ignore[no-any-return]
 
 
 # The native module picks the class of an engine error here, by kind.
@@ -267,6 +329,9 @@ _BY_KIND: Dict[str, Type[PromptOpsError]] = {
         ConfigError,
         RegistryUnavailable,
         PromptOpsIOError,
+        PolicyError,
+        NoRoute,
+        ProviderError,
     )
 }
 _BY_KIND["PANIC"] = PromptOpsError

@@ -1,7 +1,7 @@
 # Hand-written stub of the native module (promptops-py/src/lib.rs).
 # Checked against the built module by `python -m mypy.stubtest promptops._lowlevel`.
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union, final
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union, final
 
 from typing_extensions import Self, disjoint_base
 
@@ -10,6 +10,7 @@ from promptops._types import (
     Diagnostic,
     Message,
     ModelPrice,
+    SyncStatus,
     TokenCountDetail,
     TokenizerInfo,
 )
@@ -40,6 +41,12 @@ class Client:
         bundle: Optional[Union[str, os.PathLike[str]]] = None,
         prompts_dir: Optional[Union[str, os.PathLike[str]]] = None,
         strict: bool = False,
+        server: Optional[str] = None,
+        api_key: Optional[str] = None,
+        redis: Optional[str] = None,
+        redis_prefix: Optional[str] = None,
+        cache_dir: Optional[Union[str, os.PathLike[str]]] = None,
+        startup_wait: float = 0.0,
     ) -> Self: ...
     def get(
         self,
@@ -53,7 +60,13 @@ class Client:
         ``source == "fallback"``, only when the prompt is in no source."""
     @property
     def status(self) -> str:
-        """``"valid"`` when prompt data is loaded, ``"off"`` when none is."""
+        """``"initializing"``, ``"valid"``, ``"interrupted"`` or ``"off"``
+        (without live sources: ``"valid"`` when prompt data is loaded,
+        ``"off"`` when none is)."""
+    @property
+    def status_detail(self) -> SyncStatus:
+        """The status with the last error, the data age (seconds) and the
+        status of each live source."""
     @property
     def project(self) -> Optional[str]: ...
     @property
@@ -63,6 +76,14 @@ class Client:
         """Call ``callback(changes: list[Change])`` after every update that
         changes what a label serves. Exceptions in the callback are reported
         through ``sys.unraisablehook`` and go no further."""
+    def on_status(self, callback: Callable[[SyncStatus], object]) -> None:
+        """Call ``callback(status: SyncStatus)`` whenever the overall status
+        changes (from a sync thread). Exceptions in the callback are reported
+        through ``sys.unraisablehook`` and go no further."""
+    def start_sync(self) -> None:
+        """(Re)start live sync; done automatically in a forked child."""
+    def close(self) -> None:
+        """Stop live sync (idempotent). Lookups keep serving what is loaded."""
     def apply_snapshot(self, snapshot: Union[str, bytes]) -> ApplyResult: ...
 
 @final
@@ -77,7 +98,11 @@ class Prompt:
         """The label it was looked up by (``None`` for a pinned version)."""
     @property
     def source(self) -> str:
-        """``"memory"``, ``"disk"``, ``"bundle"`` or ``"fallback"``."""
+        """``"memory"`` (live source or ``apply_snapshot``), ``"disk"``,
+        ``"bundle"`` or ``"fallback"``."""
+    @property
+    def revision(self) -> int:
+        """The revision of the snapshot it came from (0 for local data)."""
     @property
     def kind(self) -> str:
         """``"text"`` or ``"chat"``."""

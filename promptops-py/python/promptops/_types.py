@@ -12,6 +12,7 @@ __all__ = [
     "Diagnostic",
     "ApplyResult",
     "ModelPrice",
+    "SyncStatus",
 ]
 
 
@@ -81,3 +82,17 @@ class ModelPrice(TypedDict):
     output_per_mtok: float
     cached_input_per_mtok: Optional[float]
     context_window: Optional[int]
+
+
+class SyncStatus(TypedDict):
+    """Live delivery status (``Client.status_detail``, ``on_status``)."""
+
+    status: str
+    """``initializing``, ``valid``, ``interrupted`` or ``off``."""
+    last_error: Optional[str]
+    """The most recent error of any live source (kept after recovery)."""
+    data_age: Optional[float]
+    """Seconds since a live source last confirmed the data was current
+    (``None`` if none ever did)."""
+    sources: Dict[str, str]
+    """Per live source (``http``, ``redis``): its own status."""
