@@ -1119,3 +1119,60 @@ fn readme_prompt_file_parses_and_renders() {
     assert_eq!(pf.labels, vec!["production", "staging"]);
     assert!(pf.version.variants.contains_key("claude"));
 }
+
+#[test]
+fn the_registry_replaces_a_file_from_another_lineage() {
+    // A last-known-good file at revision 9, then the registry (reset, or
+    // restored from a backup) answers at revision 3: the registry wins.
+    let client = Client::builder().project("p").build().unwrap();
+    let file = SnapshotData::new(
+        "p",
+        9,
+        vec![text_prompt(
+            "m/a",
+            &[(1, "from file")],
+            &[("production", 1)],
+        )],
+    );
+    client
+        .apply(Update::Snapshot(file.clone()), Source::Disk)
+        .unwrap();
+    let live = SnapshotData::new(
+        "p",
+        3,
+        vec![text_prompt(
+            "m/a",
+            &[(1, "from registry")],
+            &[("production", 1)],
+        )],
+    );
+    assert!(
+        client
+            .apply(Update::Snapshot(live), Source::Memory)
+            .unwrap()
+            .applied
+    );
+    assert_eq!(
+        render_text(&client, "m/a", &GetOptions::default(), context! {}).unwrap(),
+        "from registry"
+    );
+    // Once live, an older file never goes back in, and older live data
+    // does not either.
+    assert!(
+        !client
+            .apply(Update::Snapshot(file), Source::Disk)
+            .unwrap()
+            .applied
+    );
+    let older = SnapshotData::new(
+        "p",
+        2,
+        vec![text_prompt("m/a", &[(1, "older")], &[("production", 1)])],
+    );
+    assert!(
+        !client
+            .apply(Update::Snapshot(older), Source::Memory)
+            .unwrap()
+            .applied
+    );
+}

@@ -97,7 +97,10 @@ impl Store {
     /// The one entry point for new data. Newer data wins: a snapshot with a
     /// lower revision than the current one is ignored (equal revisions are
     /// accepted when the content differs, which is how local data at
-    /// revision 0 reloads). A delta must start at the current revision.
+    /// revision 0 reloads), except that a live snapshot from the registry
+    /// (`Source::Memory`) always replaces data that came from disk or a
+    /// bundle, and such files never replace live data. A delta must start
+    /// at the current revision.
     ///
     /// A prompt whose new version cannot be served (broken template, bad
     /// include) keeps serving the version the label had before, when that
@@ -135,7 +138,14 @@ impl Store {
         }
         if let Some(old) = &old {
             let od = &old.raw;
-            if data.revision < od.revision || (data.revision == od.revision && data.hash == od.hash)
+            // The registry is the system of record: its answer replaces
+            // data read from disk or a bundle even at a lower revision (the
+            // registry was reset or restored, and the file is from another
+            // lineage). Between live updates, and between files, newer wins.
+            let registry_over_file = source == Source::Memory && old.source != Source::Memory;
+            let file_over_registry = source != Source::Memory && old.source == Source::Memory;
+            let older = data.revision < od.revision && !registry_over_file;
+            if older || file_over_registry || (data.revision == od.revision && data.hash == od.hash)
             {
                 return Ok(self.ignored(old));
             }
