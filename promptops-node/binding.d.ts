@@ -70,6 +70,23 @@ export declare class NativeClient {
    * unknown model).
    */
   estimateCost(model: string, inputTokens: number, outputTokens: number): number | null
+  /**
+   * Route `name` (sticky `key`, `label`): the decision and the prompt
+   * rendered for the chosen target (`Client::route_with`).
+   */
+  route(name: string, vars: unknown, key?: string | undefined | null, label?: string | undefined | null): NativeRouted
+  /**
+   * Feed the outcome of a call back (`Client::record` /
+   * `Client::record_target` when `target`, a target id, is given).
+   */
+  record(decision: NativeRouted, outcome: OutcomeInput, target?: string | undefined | null, attempt?: number | undefined | null): void
+  /** A quality score in `[0, 1]` for the decision's target. */
+  recordQuality(decision: NativeRouted, score: number): void
+  /**
+   * The telemetry metrics in Prometheus text format (`null` when
+   * telemetry is off).
+   */
+  metricsText(): string | null
 }
 
 /** The native prompt. Use `Prompt` from `promptops` instead. */
@@ -119,6 +136,15 @@ export declare class NativePrompt {
 }
 
 /**
+ * A routing decision with its rendered prompt (`client.route`). Use the
+ * decision object `index.js` builds from it.
+ */
+export declare class NativeRouted {
+  /** The decision as a plain object (camelCase fields). */
+  info(): Record<string, unknown>
+}
+
+/**
  * For the test suite only: panics inside a native call, which must surface
  * as a JS exception and never end the process.
  */
@@ -163,6 +189,11 @@ export interface ClientOptions {
    * `OUTPUT_LIMIT`.
    */
   maxOutputBytes?: number
+  /**
+   * Record renders, routing decisions and recorded calls (metrics in
+   * `metricsText()`).
+   */
+  telemetry?: TelemetryOptions
 }
 
 /**
@@ -189,6 +220,24 @@ export interface InputTokens {
 /** Build a client, reading its sources synchronously. */
 export declare function openClient(options?: ClientOptions | undefined | null): NativeClient
 
+/**
+ * The outcome of one call (`client.record`): `ok` (default: no
+ * `errorType`), latencies in ms, token counts, cost, the failure class
+ * (`errorType`), HTTP `status`, `retryAfterS` and a `quality` score.
+ */
+export interface OutcomeInput {
+  ok?: boolean
+  latencyMs?: number
+  ttftMs?: number
+  inputTokens?: number
+  outputTokens?: number
+  costUsd?: number
+  errorType?: 'connect' | 'timeout' | 'rate_limited' | 'server_error' | 'malformed_response' | 'client_error'
+  status?: number
+  retryAfterS?: number
+  quality?: number
+}
+
 /** One effective change of what a label serves. */
 export interface PromptChange {
   prompt: string
@@ -203,6 +252,12 @@ export interface PromptChange {
  */
 export declare function registerErrorClasses(classes: object): void
 
+/**
+ * The sticky bucket in `[0, 10000)` of `key` for a policy id and
+ * experiment (the shared hash every binding uses).
+ */
+export declare function routeBucket(policyId: string, experiment: string, key: string): number
+
 /** The state of live delivery (`client.syncStatus()`). */
 export interface SyncStatusInfo {
   /** `initializing`, `valid`, `interrupted` or `off`. */
@@ -216,6 +271,18 @@ export interface SyncStatusInfo {
   dataAgeMs?: number
   /** Per source (`http`, `redis`): its own state. */
   sources: Record<string, 'initializing' | 'valid' | 'interrupted' | 'off'>
+}
+
+/** Telemetry settings (`telemetry: true` is `{}`). */
+export interface TelemetryOptions {
+  /** Events the record queue holds before dropping (default 8192). */
+  capacity?: number
+  /** Events kept for upload between uploads (default 8192). */
+  exportCapacity?: number
+  /** Keep events for upload at all (default true; `false`: metrics only). */
+  keepEvents?: boolean
+  /** Mask e-mail addresses and runs of 7+ digits in recorded events. */
+  maskPii?: boolean
 }
 
 /** A token count and how it was obtained. */
@@ -239,3 +306,10 @@ export interface TokenizerInfo {
   exact: boolean
   factor: number
 }
+
+/**
+ * Parse and check a routing policy (JSON text) the way the registry does
+ * at publish, with the built-in price table; throws `POLICY_ERROR` (with
+ * `field`). Returns the policy's id, strategy and target ids.
+ */
+export declare function validatePolicy(policy: string, prompt?: string | undefined | null): { id: string; strategy: string; targets: string[] }

@@ -45,6 +45,124 @@ export interface ClientOptions {
   fuel?: number;
   /** Largest rendered output in bytes (default 1 MiB). */
   maxOutputBytes?: number;
+  /**
+   * Record renders, routing decisions and recorded calls; `client.metricsText()`
+   * exports them (Prometheus text, GenAI metric names). `true` = defaults.
+   */
+  telemetry?: boolean | TelemetryOptions;
+}
+
+/** Telemetry settings. */
+export interface TelemetryOptions {
+  /** Events the record queue holds before dropping (default 8192). */
+  capacity?: number;
+  /** Events kept for upload between uploads (default 8192). */
+  exportCapacity?: number;
+  /** Keep events for upload at all (default true; `false`: metrics only). */
+  keepEvents?: boolean;
+  /** Mask e-mail addresses and runs of 7+ digits in recorded events. */
+  maskPii?: boolean;
+}
+
+/** Options of `client.route(…)`. */
+export interface RouteOptions {
+  /** The sticky key (user id, session id, …) of `weighted`, `canary` and `ab` policies. */
+  routeKey?: string;
+  /** The label to look the prompt up under (default: the client's). */
+  label?: string;
+}
+
+/** One candidate of a routing policy. */
+export interface RouteTarget {
+  id: string;
+  provider: string;
+  model: string;
+  variant: string | null;
+  version: number | null;
+}
+
+export type RouteStrategy =
+  | 'weighted'
+  | 'canary'
+  | 'ab'
+  | 'failover'
+  | 'cheapest'
+  | 'fastest'
+  | 'best_quality'
+  | 'adaptive'
+  | (string & {});
+
+/** The chosen target's prediction, for strategies that make one. */
+export interface RouteEstimate {
+  inputTokens: number;
+  exact: boolean;
+  outputTokens: number;
+  predictedCostUsd: number;
+  contextWindow: number | null;
+  fits: boolean;
+}
+
+/** What `client.route` returns (frozen): the decision and the prompt rendered for its target. */
+export interface Decision {
+  readonly target: Readonly<RouteTarget>;
+  /** Why this target, in words. */
+  readonly reason: string;
+  /** The sticky bucket in `[0, 10000)` (sticky strategies), else `null`. */
+  readonly bucket: number | null;
+  readonly strategy: RouteStrategy;
+  readonly policyId: string;
+  /** Failover order after `target`. */
+  readonly fallbacks: readonly Readonly<RouteTarget>[];
+  readonly estimate: Readonly<RouteEstimate> | null;
+  /** Targets passed over, and why. */
+  readonly skipped: readonly Readonly<{ target: string; reason: string }>[];
+  /** The prompt, version, label and variant served. */
+  readonly prompt: string;
+  readonly version: number;
+  readonly label: string | null;
+  readonly variant: string | null;
+  /** The rendered text (text prompts), else `null`. */
+  readonly text: string | null;
+  /** The rendered messages (chat prompts), else `null`. */
+  readonly messages: readonly Readonly<ChatMessage>[] | null;
+  /** The model config of the rendered prompt (frozen). */
+  readonly config: Readonly<ModelConfig>;
+}
+
+export type FailureClass =
+  | 'connect'
+  | 'timeout'
+  | 'rate_limited'
+  | 'server_error'
+  | 'malformed_response'
+  | 'client_error';
+
+/** The outcome of one provider call, fed back with `client.record`. */
+export interface Outcome {
+  /** Default: `true` unless `errorType` is given; `false` needs `errorType` or an HTTP `status` >= 400. */
+  ok?: boolean;
+  latencyMs?: number;
+  /** Time to first token (streaming). */
+  ttftMs?: number;
+  inputTokens?: number;
+  outputTokens?: number;
+  /** Computed from the token counts and the price table when missing. */
+  costUsd?: number;
+  errorType?: FailureClass;
+  /** The HTTP status. */
+  status?: number;
+  /** A 429's `Retry-After`, in seconds. */
+  retryAfterS?: number;
+  /** A quality score in `[0, 1]`. */
+  quality?: number;
+}
+
+/** What `validatePolicy` returns for a valid policy. */
+export interface ValidatedPolicy {
+  id: string;
+  strategy: RouteStrategy;
+  /** Target ids, in policy order. */
+  targets: string[];
 }
 
 export interface GetOptions {
@@ -212,6 +330,19 @@ export declare class Client extends EventEmitter {
   applyAsync(snapshot: string | object): Promise<ApplyResult>;
   /** Estimated cost in USD with this client's prices. */
   estimateCost(model: string, inputTokens: number, outputTokens?: number): number | null;
+  /**
+   * Route `name`: the prompt's routing policy (or its config's model) picks
+   * provider, model, variant and version; the prompt is rendered for it.
+   */
+  route(name: string, vars?: Record<string, unknown> | null, options?: RouteOptions): Decision;
+  /** Feed a call's outcome back (stats, circuit breaker, telemetry). */
+  record(decision: Decision, outcome: Outcome): void;
+  /** `record` for another target of the decision's policy (a fallback tried), by id. */
+  recordTarget(decision: Decision, target: string | RouteTarget, outcome: Outcome, attempt?: number): void;
+  /** A quality score in `[0, 1]` for the decision's target. */
+  recordQuality(decision: Decision, score: number): void;
+  /** Telemetry metrics in Prometheus text format; `null` without `telemetry`. */
+  metricsText(): string | null;
   /** Stop live delivery and change events, and refuse further lookups. */
   close(): void;
   on(event: 'change', listener: (changes: PromptChange[]) => void): this;
@@ -240,6 +371,14 @@ export declare function countTokensDetailed(
 export declare function tokenizerForModel(model: string): TokenizerInfo;
 /** Cost in USD with the built-in price table; `null` for an unknown model. */
 export declare function estimateCost(model: string, inputTokens: number, outputTokens?: number): number | null;
+
+/**
+ * Parse and check a routing policy (object or JSON text) with the built-in
+ * price table; throws `PolicyError` (with `field`) when it is invalid.
+ */
+export declare function validatePolicy(policy: string | object, options?: { prompt?: string }): ValidatedPolicy;
+/** The sticky bucket in `[0, 10000)` of `key` for a policy id and experiment. */
+export declare function routeBucket(policyId: string, experiment: string, key: string): number;
 
 export type ErrorCode =
   | 'PROMPT_NOT_FOUND'

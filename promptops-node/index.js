@@ -281,7 +281,15 @@ const OPTION_KEYS = [
   'strict',
   'fuel',
   'maxOutputBytes',
+  'telemetry',
 ];
+
+function telemetryOptions(t) {
+  const out = {};
+  for (const k of ['capacity', 'exportCapacity']) if (t[k] !== undefined && t[k] !== null) out[k] = Number(t[k]);
+  for (const k of ['keepEvents', 'maskPii']) if (t[k] !== undefined && t[k] !== null) out[k] = Boolean(t[k]);
+  return out;
+}
 
 function nativeOptions(options) {
   if (options === undefined || options === null) return {};
@@ -290,7 +298,12 @@ function nativeOptions(options) {
   for (const k of OPTION_KEYS) {
     const v = options[k];
     if (v === undefined || v === null) continue;
-    if (k === 'startupWait' || k === 'fuel' || k === 'maxOutputBytes') out[k] = Number(v);
+    if (k === 'telemetry') {
+      if (v === false) continue;
+      if (v === true) out[k] = {};
+      else if (typeof v === 'object') out[k] = telemetryOptions(v);
+      else throw new TypeError('promptops: telemetry must be true, false or an options object');
+    } else if (k === 'startupWait' || k === 'fuel' || k === 'maxOutputBytes') out[k] = Number(v);
     else if (k === 'strict') out[k] = Boolean(v);
     else out[k] = v instanceof URL ? v.href : String(v);
   }
@@ -451,11 +464,137 @@ class Client extends EventEmitter {
     return this.#native.estimateCost(String(model), inputTokens, outputTokens);
   }
 
+  /**
+   * Route `name` for a caller: the routing policy stored with the prompt (or
+   * a one-target policy from its config) picks the provider, model, variant
+   * and version, and the prompt is rendered for that target. For callers
+   * that make the provider call themselves; feed the outcome back with
+   * `record(decision, outcome)`. `routeKey` is the sticky key (user id,
+   * session id) of `weighted`, `canary` and `ab` policies.
+   */
+  route(name, vars, options) {
+    let key;
+    let label;
+    if (options !== undefined && options !== null) {
+      key = options.routeKey ?? undefined;
+      label = options.label ?? undefined;
+    }
+    const routed = this.#native.route(
+      String(name),
+      vars ?? {},
+      key === undefined ? undefined : String(key),
+      label === undefined ? undefined : String(label),
+    );
+    return decisionOf(routed);
+  }
+
+  /**
+   * Feed the outcome of a call made for `decision` back into the routing
+   * stats, the circuit breaker and telemetry: `{ ok, latencyMs, ttftMs,
+   * inputTokens, outputTokens, costUsd, errorType, status, retryAfterS,
+   * quality }`. A missing `costUsd` is computed from the token counts.
+   */
+  record(decision, outcome) {
+    this.#native.record(nativeOf(decision), outcomeOf(outcome), undefined, undefined);
+  }
+
+  /**
+   * `record` for any target of the decision's policy (a fallback the caller
+   * tried, by target id), with an optional attempt number.
+   */
+  recordTarget(decision, target, outcome, attempt) {
+    const id = typeof target === 'object' && target !== null ? target.id : target;
+    this.#native.record(
+      nativeOf(decision),
+      outcomeOf(outcome),
+      String(id),
+      attempt === undefined || attempt === null ? undefined : Number(attempt),
+    );
+  }
+
+  /** A quality score in `[0, 1]` for the decision's target (`best_quality`, adaptive `quality` reward). */
+  recordQuality(decision, score) {
+    this.#native.recordQuality(nativeOf(decision), Number(score));
+  }
+
+  /**
+   * The telemetry metrics (GenAI semantic-convention names) in Prometheus
+   * text exposition format; `null` when the client was built without
+   * `telemetry`.
+   */
+  metricsText() {
+    return this.#native.metricsText() ?? null;
+  }
+
   /** Stop live delivery and change events, and refuse further lookups. Idempotent. */
   close() {
     this.#native.close();
     this.#prompts.clear();
   }
+}
+
+// ---------------------------------------------------------------------------
+// Routing
+
+const ROUTED = Symbol('promptops.routed');
+
+/** The decision object `client.route` returns (a frozen plain object). */
+function decisionOf(routed) {
+  const d = routed.info();
+  const out = {
+    target: Object.freeze(d.target),
+    reason: d.reason,
+    bucket: d.bucket ?? null,
+    strategy: d.strategy,
+    policyId: d.policyId,
+    fallbacks: Object.freeze(d.fallbacks.map((t) => Object.freeze(t))),
+    estimate: d.estimate === null ? null : Object.freeze(d.estimate),
+    skipped: Object.freeze(d.skipped.map((s) => Object.freeze(s))),
+    prompt: d.prompt,
+    version: d.version,
+    label: d.label ?? null,
+    variant: d.variant ?? null,
+    text: d.text ?? null,
+    messages: d.messages === null ? null : Object.freeze(d.messages.map((m) => Object.freeze(m))),
+    config: deepFreeze(d.config),
+  };
+  Object.defineProperty(out, ROUTED, { value: routed });
+  return Object.freeze(out);
+}
+
+function nativeOf(decision) {
+  const n = decision !== null && typeof decision === 'object' ? decision[ROUTED] : undefined;
+  if (n === undefined) throw new TypeError('promptops: expected a decision returned by client.route()');
+  return n;
+}
+
+const OUTCOME_NUMBERS = ['latencyMs', 'ttftMs', 'inputTokens', 'outputTokens', 'costUsd', 'status', 'retryAfterS', 'quality'];
+
+function outcomeOf(outcome) {
+  if (outcome === undefined || outcome === null) return {};
+  if (typeof outcome !== 'object') throw new TypeError('promptops: an outcome must be an object');
+  const out = {};
+  if (outcome.ok !== undefined && outcome.ok !== null) out.ok = Boolean(outcome.ok);
+  if (outcome.errorType !== undefined && outcome.errorType !== null) out.errorType = String(outcome.errorType);
+  for (const k of OUTCOME_NUMBERS) if (outcome[k] !== undefined && outcome[k] !== null) out[k] = Number(outcome[k]);
+  return out;
+}
+
+/**
+ * Parse and check a routing policy (object or JSON text) the way the
+ * registry does at publish, with the built-in price table. Throws a
+ * `PolicyError` (`code` `POLICY_ERROR`, with `field`); returns `{ id,
+ * strategy, targets }` (target ids) when it is valid.
+ */
+function validatePolicy(policy, options) {
+  const json = typeof policy === 'string' ? policy : JSON.stringify(policy);
+  const prompt = options !== undefined && options !== null ? (options.prompt ?? undefined) : undefined;
+  return native.validatePolicy(json, prompt === undefined ? undefined : String(prompt));
+}
+
+/** The sticky bucket in `[0, 10000)` of `key` for a policy id and experiment. */
+function routeBucket(policyId, experiment, key) {
+  return native.routeBucket(String(policyId), String(experiment), String(key));
 }
 
 // ---------------------------------------------------------------------------
@@ -501,5 +640,7 @@ module.exports = {
   countTokensDetailed,
   tokenizerForModel,
   estimateCost,
+  validatePolicy,
+  routeBucket,
   ...errors,
 };

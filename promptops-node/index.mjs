@@ -12,6 +12,8 @@ export const {
   countTokensDetailed,
   tokenizerForModel,
   estimateCost,
+  validatePolicy,
+  routeBucket,
   PromptOpsError,
   PromptNotFoundError,
   TemplateError,

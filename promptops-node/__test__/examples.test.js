@@ -24,6 +24,7 @@ test('examples/quickstart.ts runs', () => {
     assert.match(out, /\[user\] Hi, I'm Dana\. Where is my order A-20931\?/);
     assert.match(out, /variant for claude-haiku-4-5: model claude-haiku-4-5/);
     assert.match(out, /VALIDATION_ERROR: question/);
+    assert.match(out, /== routed to openai\/gpt-4o-mini \(/);
     assert.match(out, /== support\/escalate \(source fallback\): Escalating ticket for Dana\./);
   } finally {
     fs.rmSync(file, { force: true });

@@ -7,7 +7,7 @@
 // or after compiling it with tsc.
 import * as path from 'node:path';
 import { Client, PromptOpsError, VariableError, countTokens, estimateCost } from 'promptops';
-import type { ChatMessage, PromptChange, Rendered } from 'promptops';
+import type { ChatMessage, Decision, Outcome, PromptChange, Rendered } from 'promptops';
 
 const dir = process.argv[2] ?? path.join(__dirname, '..', '..', 'examples', 'prompts');
 
@@ -57,6 +57,13 @@ async function main(): Promise<void> {
   // A prompt that is in no source: the inline fallback serves, and says so.
   const missing = client.get('support/escalate', { fallback: 'Escalating ticket for {{ user_name }}.' });
   console.log(`== support/escalate (source ${missing.source}): ${missing.render(vars).text}`);
+
+  // Routing: the target for this caller and the prompt rendered for it; make
+  // the provider call yourself, then feed the outcome back.
+  const decision: Decision = client.route('support/reply', vars, { routeKey: 'user-42' });
+  console.log(`== routed to ${decision.target.provider}/${decision.target.model} (${decision.reason})`);
+  const outcome: Outcome = { ok: true, latencyMs: 640, inputTokens: 52, outputTokens: 180 };
+  client.record(decision, outcome);
 
   const n: number = countTokens('hello world', { model: 'gpt-4o' });
   const cost: number | null = estimateCost('gpt-4o', n, 100);

@@ -1001,6 +1001,23 @@ pub struct ClientOptions {
     /// Largest rendered output in bytes (default 1 MiB); larger fails with
     /// `OUTPUT_LIMIT`.
     pub max_output_bytes: Option<f64>,
+    /// Record renders, routing decisions and recorded calls (metrics in
+    /// `metricsText()`).
+    pub telemetry: Option<TelemetryOptions>,
+}
+
+/// Telemetry settings (`telemetry: true` is `{}`).
+#[napi(object)]
+#[derive(Default, Clone)]
+pub struct TelemetryOptions {
+    /// Events the record queue holds before dropping (default 8192).
+    pub capacity: Option<f64>,
+    /// Events kept for upload between uploads (default 8192).
+    pub export_capacity: Option<f64>,
+    /// Keep events for upload at all (default true; `false`: metrics only).
+    pub keep_events: Option<bool>,
+    /// Mask e-mail addresses and runs of 7+ digits in recorded events.
+    pub mask_pii: Option<bool>,
 }
 
 fn build_client(opts: &ClientOptions) -> po::Result<Client> {
@@ -1067,6 +1084,31 @@ fn build_client(opts: &ClientOptions) -> po::Result<Client> {
             limits.max_output_bytes = count("maxOutputBytes", m)? as usize;
         }
         b = b.limits(limits);
+    }
+    if let Some(t) = &opts.telemetry {
+        let mut cfg = po::TelemetryConfig::default();
+        let size = |name: &str, v: f64| {
+            if v.is_finite() && v >= 1.0 && v.fract() == 0.0 {
+                Ok(v as usize)
+            } else {
+                Err(po::Error::Config(format!(
+                    "telemetry.{name} must be a whole number >= 1, got {v}"
+                )))
+            }
+        };
+        if let Some(c) = t.capacity {
+            cfg.capacity = size("capacity", c)?;
+        }
+        if let Some(c) = t.export_capacity {
+            cfg.export_capacity = size("exportCapacity", c)?;
+        }
+        if let Some(k) = t.keep_events {
+            cfg.keep_events = k;
+        }
+        if t.mask_pii == Some(true) {
+            cfg = cfg.masker(po::telemetry::BasicPiiMasker);
+        }
+        b = b.telemetry(cfg);
     }
     b.build()
 }
@@ -1521,6 +1563,260 @@ impl NativeClient {
             .pricing()
             .estimate_cost(&model, to_u64(input_tokens), to_u64(output_tokens))
     }
+
+    /// Route `name` (sticky `key`, `label`): the decision and the prompt
+    /// rendered for the chosen target (`Client::route_with`).
+    #[napi(catch_unwind)]
+    pub fn route(
+        &self,
+        env: Env,
+        name: String,
+        vars: Unknown<'_>,
+        key: Option<String>,
+        label: Option<String>,
+    ) -> Result<NativeRouted> {
+        self.check_open(&env)?;
+        let raw = env.raw();
+        let vars = vars_from_js(raw, &name, vars.raw())?;
+        let opts = po::RouteOptions {
+            key,
+            label,
+            ..Default::default()
+        };
+        self.client
+            .route_with(&name, &vars, &opts)
+            .map(|routed| NativeRouted { routed })
+            .map_err(|e| js_error(raw, &e))
+    }
+
+    /// Feed the outcome of a call back (`Client::record` /
+    /// `Client::record_target` when `target`, a target id, is given).
+    #[napi(catch_unwind)]
+    pub fn record(
+        &self,
+        env: Env,
+        decision: &NativeRouted,
+        outcome: OutcomeInput,
+        target: Option<String>,
+        attempt: Option<u32>,
+    ) -> Result<()> {
+        self.check_open(&env)?;
+        let raw = env.raw();
+        let d = &decision.routed.decision;
+        let out = outcome_from_js(&outcome).map_err(|m| config_error(raw, m))?;
+        match target {
+            None if attempt.is_none() => self.client.record(d, &out),
+            None => self.client.record_target(d, d.target, &out, attempt),
+            Some(id) => {
+                let Some(i) = d.policy.target_index(&id) else {
+                    return Err(config_error(
+                        raw,
+                        format!("policy `{}` has no target `{id}`", d.policy.id),
+                    ));
+                };
+                self.client.record_target(d, i, &out, attempt)
+            }
+        }
+        Ok(())
+    }
+
+    /// A quality score in `[0, 1]` for the decision's target.
+    #[napi(catch_unwind)]
+    pub fn record_quality(&self, env: Env, decision: &NativeRouted, score: f64) -> Result<()> {
+        self.check_open(&env)?;
+        if !(0.0..=1.0).contains(&score) {
+            return Err(config_error(
+                env.raw(),
+                format!("quality must be a number in [0, 1], got {score}"),
+            ));
+        }
+        self.client.record_quality(&decision.routed.decision, score);
+        Ok(())
+    }
+
+    /// The telemetry metrics in Prometheus text format (`null` when
+    /// telemetry is off).
+    #[napi(catch_unwind)]
+    pub fn metrics_text(&self) -> Option<String> {
+        self.client.telemetry().map(|t| t.prometheus())
+    }
+}
+
+/// The outcome of one call (`client.record`): `ok` (default: no
+/// `errorType`), latencies in ms, token counts, cost, the failure class
+/// (`errorType`), HTTP `status`, `retryAfterS` and a `quality` score.
+#[napi(object)]
+#[derive(Default, Clone)]
+pub struct OutcomeInput {
+    pub ok: Option<bool>,
+    pub latency_ms: Option<f64>,
+    pub ttft_ms: Option<f64>,
+    pub input_tokens: Option<f64>,
+    pub output_tokens: Option<f64>,
+    pub cost_usd: Option<f64>,
+    #[napi(
+        ts_type = "'connect' | 'timeout' | 'rate_limited' | 'server_error' | 'malformed_response' | 'client_error'"
+    )]
+    pub error_type: Option<String>,
+    pub status: Option<u32>,
+    pub retry_after_s: Option<f64>,
+    pub quality: Option<f64>,
+}
+
+fn outcome_from_js(o: &OutcomeInput) -> std::result::Result<po::Outcome, String> {
+    use po::route::FailureClass;
+    let error = match o.error_type.as_deref() {
+        Some(s) => Some(FailureClass::parse(s).ok_or_else(|| {
+            format!(
+                "unknown errorType `{s}` (connect, timeout, rate_limited, server_error, malformed_response, client_error)"
+            )
+        })?),
+        None => None,
+    };
+    let error = match (o.ok, error) {
+        (Some(true), Some(_)) => return Err("an outcome with ok: true has no errorType".into()),
+        (Some(false), None) => Some(match o.status {
+            Some(429) => FailureClass::RateLimited,
+            Some(s) if s >= 500 => FailureClass::ServerError,
+            Some(s) if s >= 400 => FailureClass::ClientError,
+            _ => {
+                return Err(
+                    "an outcome with ok: false needs an errorType (or an HTTP status >= 400)"
+                        .into(),
+                );
+            }
+        }),
+        (_, e) => e,
+    };
+    let num = |name: &str, v: Option<f64>| match v {
+        Some(n) if !(n.is_finite() && n >= 0.0) => {
+            Err(format!("{name} must be a number >= 0, got {n}"))
+        }
+        _ => Ok(v),
+    };
+    let count = |name: &str, v: Option<f64>| {
+        num(name, v).and_then(|v| match v {
+            Some(n) if n.fract() != 0.0 => Err(format!("{name} must be a whole number, got {n}")),
+            _ => Ok(v.map(|n| n as u64)),
+        })
+    };
+    let quality = num("quality", o.quality)?;
+    if let Some(q) = quality
+        && q > 1.0
+    {
+        return Err(format!("quality must be in [0, 1], got {q}"));
+    }
+    let status = match o.status {
+        Some(s) if s > u16::MAX as u32 => return Err(format!("status {s} is not an HTTP status")),
+        s => s.map(|s| s as u16),
+    };
+    Ok(po::Outcome {
+        error,
+        status,
+        retry_after_ms: num("retryAfterS", o.retry_after_s)?.map(|s| (s * 1000.0).round() as u64),
+        latency_ms: num("latencyMs", o.latency_ms)?,
+        ttft_ms: num("ttftMs", o.ttft_ms)?,
+        input_tokens: count("inputTokens", o.input_tokens)?,
+        output_tokens: count("outputTokens", o.output_tokens)?,
+        cost_usd: num("costUsd", o.cost_usd)?,
+        quality,
+    })
+}
+
+fn target_json(t: &po::route::Target) -> serde_json::Value {
+    serde_json::json!({
+        "id": t.id,
+        "provider": t.provider,
+        "model": t.model,
+        "variant": t.variant,
+        "version": t.version,
+    })
+}
+
+/// A routing decision with its rendered prompt (`client.route`). Use the
+/// decision object `index.js` builds from it.
+#[napi]
+pub struct NativeRouted {
+    routed: po::Routed,
+}
+
+#[napi]
+impl NativeRouted {
+    /// The decision as a plain object (camelCase fields).
+    #[napi(catch_unwind, ts_return_type = "Record<string, unknown>")]
+    pub fn info(&self, env: Env) -> Result<Unknown<'static>> {
+        let raw = env.raw();
+        let d = &self.routed.decision;
+        let r = &self.routed.rendered;
+        let estimate = d.estimate.as_ref().map(|e| {
+            serde_json::json!({
+                "inputTokens": e.input_tokens,
+                "exact": e.exact,
+                "outputTokens": e.output_tokens,
+                "predictedCostUsd": e.predicted_cost_usd,
+                "contextWindow": e.context_window,
+                "fits": e.fits,
+            })
+        });
+        let v = serde_json::json!({
+            "policyId": d.policy_id(),
+            "strategy": d.strategy.as_str(),
+            "target": target_json(d.target()),
+            "fallbacks": d.fallbacks().map(target_json).collect::<Vec<_>>(),
+            "bucket": d.bucket,
+            "reason": d.reason,
+            "estimate": estimate,
+            "skipped": d.skipped.iter().map(|s| serde_json::json!({"target": s.target, "reason": s.reason})).collect::<Vec<_>>(),
+            "prompt": d.prompt,
+            "version": d.version,
+            "label": d.label,
+            "variant": d.variant,
+            "text": r.text,
+            "messages": r.messages.as_ref().map(to_json),
+            "config": to_json(&*r.config),
+        });
+        Ok(unknown(raw, json_to_js(raw, &v)?))
+    }
+}
+
+/// Parse and check a routing policy (JSON text) the way the registry does
+/// at publish, with the built-in price table; throws `POLICY_ERROR` (with
+/// `field`). Returns the policy's id, strategy and target ids.
+#[napi(
+    catch_unwind,
+    ts_return_type = "{ id: string; strategy: string; targets: string[] }"
+)]
+pub fn validate_policy(
+    env: Env,
+    policy: String,
+    prompt: Option<String>,
+) -> Result<Unknown<'static>> {
+    let raw = env.raw();
+    let value: serde_json::Value = serde_json::from_str(&policy).map_err(|e| {
+        js_error(
+            raw,
+            &po::Error::Policy {
+                prompt: prompt.clone(),
+                field: "policy".into(),
+                message: format!("not JSON: {e}"),
+            },
+        )
+    })?;
+    let p = po::validate_policy(&value, prompt.as_deref(), &po::PricingTable::builtin())
+        .map_err(|e| js_error(raw, &e))?;
+    let v = serde_json::json!({
+        "id": p.id,
+        "strategy": p.strategy.as_str(),
+        "targets": p.targets.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+    });
+    Ok(unknown(raw, json_to_js(raw, &v)?))
+}
+
+/// The sticky bucket in `[0, 10000)` of `key` for a policy id and
+/// experiment (the shared hash every binding uses).
+#[napi(catch_unwind)]
+pub fn route_bucket(policy_id: String, experiment: String, key: String) -> u32 {
+    po::route::bucket(&policy_id, &experiment, &key)
 }
 
 fn to_u64(n: f64) -> u64 {

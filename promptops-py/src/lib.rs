@@ -28,7 +28,7 @@ use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use minijinja::value::{Enumerator, Object, ObjectExt, ObjectRepr, Value};
 use promptops_core as core;
 use pyo3::Borrowed;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -866,7 +866,8 @@ impl Client {
         redis=None,
         redis_prefix=None,
         cache_dir=None,
-        startup_wait=0.0
+        startup_wait=0.0,
+        telemetry=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -881,8 +882,13 @@ impl Client {
         redis_prefix: Option<String>,
         cache_dir: Option<PathBuf>,
         startup_wait: f64,
+        telemetry: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         guard(py, || {
+            let telemetry = match telemetry {
+                Some(t) => telemetry_arg(t)?,
+                None => None,
+            };
             let wait = std::time::Duration::try_from_secs_f64(startup_wait).map_err(|_| {
                 core::Error::Config(format!(
                     "startup_wait must be a finite number of seconds >= 0, got {startup_wait}"
@@ -914,6 +920,9 @@ impl Client {
             }
             if let Some(d) = cache_dir {
                 b = b.cache_dir(d);
+            }
+            if let Some(t) = telemetry {
+                b = b.telemetry(t);
             }
             // With live sources and `startup_wait`, this blocks: other
             // Python threads run meanwhile.
@@ -1132,6 +1141,123 @@ impl Client {
             d.set_item("changes", changes_list(py, &out.changes)?)?;
             d.set_item("diagnostics", diagnostics_list(py, &out.diagnostics)?)?;
             Ok(d)
+        })
+    }
+
+    /// Route `name` (decision + the prompt rendered for the chosen target),
+    /// for callers that make the provider call themselves.
+    #[pyo3(signature = (name, vars=None, /, *, route_key=None, label=None, attributes=None, **kwargs))]
+    #[allow(clippy::too_many_arguments)]
+    fn route(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyString>,
+        vars: Option<&Bound<'_, PyAny>>,
+        route_key: Option<String>,
+        label: Option<String>,
+        attributes: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Decision> {
+        guard(py, || {
+            let name = py_str(name)?.into_owned();
+            let (ctx, _) = context(vars, kwargs)?;
+            let mut attrs = Vec::new();
+            if let Some(a) = attributes.filter(|a| !a.is_none()) {
+                let m = a.cast::<PyMapping>().map_err(|_| {
+                    PyTypeError::new_err(format!(
+                        "attributes must be a mapping of str to str, not {}",
+                        type_name(a)
+                    ))
+                })?;
+                for item in m.items()?.iter() {
+                    let (k, v): (String, String) = item.extract()?;
+                    attrs.push((k, v));
+                }
+            }
+            let opts = core::RouteOptions {
+                key: route_key,
+                label,
+                attributes: attrs,
+            };
+            let inner = &self.inner;
+            let routed = detached(py, || inner.route_with(&name, &ctx, &opts))?;
+            let rendered = Py::new(py, Rendered::new(routed.rendered.clone()))?;
+            Ok(Decision {
+                inner: routed,
+                rendered,
+            })
+        })
+    }
+
+    /// Feed the outcome of a call made for `decision` back (stats, breaker,
+    /// telemetry). `target` (a target id) records a fallback the caller
+    /// tried instead of the chosen target.
+    #[pyo3(signature = (decision, outcome=None, /, *, target=None, attempt=None, **kwargs))]
+    fn record(
+        &self,
+        py: Python<'_>,
+        decision: PyRef<'_, Decision>,
+        outcome: Option<&Bound<'_, PyAny>>,
+        target: Option<String>,
+        attempt: Option<u32>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        guard(py, || {
+            let mut o = core::Outcome::default();
+            if let Some(m) = outcome.filter(|o| !o.is_none()) {
+                let m = m.cast::<PyMapping>().map_err(|_| {
+                    PyTypeError::new_err(format!("outcome must be a mapping, not {}", type_name(m)))
+                })?;
+                for item in m.items()?.iter() {
+                    let (k, v): (String, Bound<'_, PyAny>) = item.extract()?;
+                    outcome_field(&mut o, &k, &v)?;
+                }
+            }
+            if let Some(kw) = kwargs {
+                for (k, v) in kw.iter() {
+                    let k: String = k.extract()?;
+                    outcome_field(&mut o, &k, &v)?;
+                }
+            }
+            let d = &decision.inner.decision;
+            let index = match target {
+                None => d.target,
+                Some(id) => d.policy.target_index(&id).ok_or_else(|| {
+                    core::Error::Config(format!("policy `{}` has no target `{id}`", d.policy.id))
+                })?,
+            };
+            self.inner.record_target(d, index, &o, attempt);
+            Ok(())
+        })
+    }
+
+    /// Record a quality score in `[0, 1]` for the decision's target.
+    fn record_quality(
+        &self,
+        py: Python<'_>,
+        decision: PyRef<'_, Decision>,
+        score: f64,
+    ) -> PyResult<()> {
+        guard(py, || {
+            if !(0.0..=1.0).contains(&score) {
+                return Err(
+                    PyValueError::new_err(format!("score must be in [0, 1], got {score}")).into(),
+                );
+            }
+            self.inner.record_quality(&decision.inner.decision, score);
+            Ok(())
+        })
+    }
+
+    /// The telemetry metrics in Prometheus text format (telemetry must be
+    /// on).
+    fn metrics_text(&self, py: Python<'_>) -> PyResult<String> {
+        guard(py, || match self.inner.telemetry() {
+            Some(t) => Ok(t.prometheus()),
+            None => Err(core::Error::Config(
+                "telemetry is off: create the client with telemetry=True".into(),
+            )
+            .into()),
         })
     }
 
@@ -1547,6 +1673,272 @@ fn model_price<'py>(py: Python<'py>, model: &str) -> PyResult<Bound<'py, PyDict>
     })
 }
 
+// ---------------------------------------------------------------------------
+// Routing and telemetry
+// ---------------------------------------------------------------------------
+
+/// `telemetry=`: `True`/`False`, or a dict of `TelemetryConfig` options.
+fn telemetry_arg(t: &Bound<'_, PyAny>) -> Res<Option<core::TelemetryConfig>> {
+    if t.is_none() {
+        return Ok(None);
+    }
+    if let Ok(b) = t.cast::<PyBool>() {
+        return Ok(b.is_true().then(core::TelemetryConfig::default));
+    }
+    let Ok(d) = t.cast::<PyDict>() else {
+        return Err(PyTypeError::new_err(format!(
+            "telemetry must be a bool or a dict, not {}",
+            type_name(t)
+        ))
+        .into());
+    };
+    let mut cfg = core::TelemetryConfig::default();
+    for (k, v) in d.iter() {
+        let k: String = k.extract()?;
+        match k.as_str() {
+            "capacity" => cfg.capacity = v.extract()?,
+            "export_capacity" => cfg.export_capacity = v.extract()?,
+            "keep_events" => cfg.keep_events = v.extract()?,
+            "project" => cfg.project = v.extract()?,
+            "mask_pii" => {
+                if v.extract::<bool>()? {
+                    cfg = cfg.masker(core::telemetry::BasicPiiMasker);
+                }
+            }
+            _ => {
+                return Err(core::Error::Config(format!(
+                    "unknown telemetry option `{k}` (capacity, export_capacity, keep_events, project, mask_pii)"
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(Some(cfg))
+}
+
+/// Set one `Outcome` field from a Python value (`None` leaves it unset).
+fn outcome_field(o: &mut core::Outcome, k: &str, v: &Bound<'_, PyAny>) -> Res<()> {
+    if v.is_none() {
+        return Ok(());
+    }
+    let num = |v: &Bound<'_, PyAny>| -> PyResult<f64> {
+        if v.is_instance_of::<PyBool>() {
+            return Err(PyTypeError::new_err(format!(
+                "{k} must be a number, not bool"
+            )));
+        }
+        v.extract::<f64>()
+    };
+    fn int<'py, T: FromPyObjectOwned<'py>>(k: &str, v: &Bound<'py, PyAny>) -> PyResult<T> {
+        if v.is_instance_of::<PyBool>() {
+            return Err(PyTypeError::new_err(format!(
+                "{k} must be an int, not bool"
+            )));
+        }
+        v.extract::<T>().map_err(Into::into)
+    }
+    match k {
+        "error" => {
+            let s: String = v.extract()?;
+            o.error = Some(core::route::FailureClass::parse(&s).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "error must be one of connect, timeout, rate_limited, server_error, malformed_response, client_error; got {s:?}"
+                ))
+            })?);
+        }
+        "status" => o.status = Some(int(k, v)?),
+        "retry_after_ms" => o.retry_after_ms = Some(int(k, v)?),
+        "latency_ms" => o.latency_ms = Some(num(v)?),
+        "ttft_ms" => o.ttft_ms = Some(num(v)?),
+        "input_tokens" => o.input_tokens = Some(int(k, v)?),
+        "output_tokens" => o.output_tokens = Some(int(k, v)?),
+        "cost_usd" => o.cost_usd = Some(num(v)?),
+        "quality" => o.quality = Some(num(v)?),
+        _ => {
+            return Err(PyTypeError::new_err(format!(
+                "unknown outcome field `{k}` (error, status, retry_after_ms, latency_ms, ttft_ms, input_tokens, output_tokens, cost_usd, quality)"
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn target_dict<'py>(py: Python<'py>, t: &core::Target) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("id", &t.id)?;
+    d.set_item("provider", &t.provider)?;
+    d.set_item("model", &t.model)?;
+    d.set_item("variant", &t.variant)?;
+    d.set_item("version", t.version)?;
+    Ok(d)
+}
+
+/// A routing decision with the prompt rendered for the chosen target
+/// (`Client.route`).
+#[pyclass(module = "promptops._lowlevel", frozen)]
+struct Decision {
+    inner: core::Routed,
+    rendered: Py<Rendered>,
+}
+
+#[pymethods]
+impl Decision {
+    /// The chosen target.
+    #[getter]
+    fn target<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        target_dict(py, self.inner.target())
+    }
+
+    /// The targets to try after the chosen one, in order (failover).
+    #[getter]
+    fn fallbacks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items = self
+            .inner
+            .decision
+            .fallbacks()
+            .map(|t| target_dict(py, t))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
+    }
+
+    #[getter]
+    fn policy_id(&self) -> &str {
+        self.inner.decision.policy_id()
+    }
+
+    #[getter]
+    fn strategy(&self) -> &'static str {
+        self.inner.decision.strategy.as_str()
+    }
+
+    #[getter]
+    fn bucket(&self) -> Option<u32> {
+        self.inner.decision.bucket
+    }
+
+    #[getter]
+    fn reason(&self) -> &str {
+        &self.inner.decision.reason
+    }
+
+    /// Targets passed over, with why (`{"target": id, "reason": ...}`).
+    #[getter]
+    fn skipped<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items = self
+            .inner
+            .decision
+            .skipped
+            .iter()
+            .map(|s| {
+                let d = PyDict::new(py);
+                d.set_item("target", &s.target)?;
+                d.set_item("reason", &s.reason)?;
+                Ok(d)
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
+    }
+
+    /// The chosen target's cost/size estimate, when estimates were made.
+    #[getter]
+    fn estimate<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(e) = &self.inner.decision.estimate else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        d.set_item("input_tokens", e.input_tokens)?;
+        d.set_item("exact", e.exact)?;
+        d.set_item("output_tokens", e.output_tokens)?;
+        d.set_item("predicted_cost_usd", e.predicted_cost_usd)?;
+        d.set_item("context_window", e.context_window)?;
+        d.set_item("fits", e.fits)?;
+        Ok(Some(d))
+    }
+
+    #[getter]
+    fn prompt(&self) -> Option<&str> {
+        self.inner.decision.prompt.as_deref()
+    }
+
+    #[getter]
+    fn version(&self) -> Option<u32> {
+        self.inner.decision.version
+    }
+
+    #[getter]
+    fn label(&self) -> Option<&str> {
+        self.inner.decision.label.as_deref()
+    }
+
+    #[getter]
+    fn variant(&self) -> Option<&str> {
+        self.inner.decision.variant.as_deref()
+    }
+
+    /// The prompt rendered for the chosen target.
+    #[getter]
+    fn rendered(&self, py: Python<'_>) -> Py<Rendered> {
+        self.rendered.clone_ref(py)
+    }
+
+    /// The rendered text (text prompts), else `None`.
+    #[getter]
+    fn text(&self) -> Option<&str> {
+        self.inner.rendered.text.as_deref()
+    }
+
+    /// The rendered messages; a text prompt becomes one `user` message.
+    #[getter]
+    fn messages<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items = self
+            .inner
+            .messages()
+            .iter()
+            .map(|m| message_dict(py, m))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
+    }
+
+    fn __repr__(&self) -> String {
+        let t = self.inner.target();
+        format!(
+            "<promptops.Decision policy={} target={} ({}/{}) reason={:?}>",
+            self.inner.decision.policy_id(),
+            t.id,
+            t.provider,
+            t.model,
+            self.inner.decision.reason
+        )
+    }
+}
+
+/// Parse and check a routing policy (JSON text) as the registry does at
+/// publish, against the built-in price table; returns the normalised policy.
+#[pyfunction]
+#[pyo3(signature = (policy, prompt=None))]
+fn validate_policy<'py>(
+    py: Python<'py>,
+    policy: &str,
+    prompt: Option<&str>,
+) -> PyResult<Bound<'py, PyAny>> {
+    guard(py, || {
+        let value: serde_json::Value = serde_json::from_str(policy)
+            .map_err(|e| core::Error::Config(format!("policy is not valid JSON: {e}")))?;
+        let p = core::validate_policy(&value, prompt, &PRICING)?;
+        let out =
+            serde_json::to_value(&p).map_err(|e| core::Error::Config(format!("policy: {e}")))?;
+        Ok(json_value(py, &out)?)
+    })
+}
+
+/// The sticky bucket in `[0, 10000)` of `key` for `policy_id` and
+/// `experiment` (the same in every binding).
+#[pyfunction]
+fn route_bucket(policy_id: &str, experiment: &str, key: &str) -> u32 {
+    core::route::bucket(policy_id, experiment, key)
+}
+
 /// Panics in Rust on purpose: the test suite uses it to check that a panic
 /// becomes `promptops.PromptOpsError` and never reaches the interpreter.
 #[pyfunction]
@@ -1562,6 +1954,9 @@ fn _lowlevel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Client>()?;
     m.add_class::<Prompt>()?;
     m.add_class::<Rendered>()?;
+    m.add_class::<Decision>()?;
+    m.add_function(wrap_pyfunction!(validate_policy, m)?)?;
+    m.add_function(wrap_pyfunction!(route_bucket, m)?)?;
     m.add_function(wrap_pyfunction!(count_tokens, m)?)?;
     m.add_function(wrap_pyfunction!(count_tokens_detail, m)?)?;
     m.add_function(wrap_pyfunction!(tokenizer_for_model, m)?)?;

@@ -32,6 +32,7 @@ from ._errors import (
 )
 from ._lowlevel import (
     BUILTIN_PRICES_AS_OF,
+    Decision,
     Prompt,
     Rendered,
     __version__,
@@ -39,15 +40,20 @@ from ._lowlevel import (
     count_tokens_detail,
     estimate_cost,
     model_price,
+    route_bucket,
     tokenizer_for_model,
 )
+from ._routing import validate_policy
 from ._types import (
     ApplyResult,
     Change,
     Diagnostic,
     Message,
     ModelPrice,
+    Outcome,
     SyncStatus,
+    Target,
+    TelemetryOptions,
     TokenCountDetail,
     TokenizerInfo,
 )
@@ -58,6 +64,12 @@ __all__ = [
     "Client",
     "Prompt",
     "Rendered",
+    "Decision",
+    "validate_policy",
+    "route_bucket",
+    "Target",
+    "Outcome",
+    "TelemetryOptions",
     "count_tokens",
     "count_tokens_detail",
     "estimate_cost",

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from . import _lowlevel
 from ._errors import ConfigError
 from ._lowlevel import Prompt
-from ._types import ApplyResult, Message
+from ._types import ApplyResult, Message, TelemetryOptions
 
 __all__ = ["Client"]
 
@@ -79,6 +79,13 @@ class Client(_lowlevel.Client):
     :meth:`close` stops syncing. A forked child (``os.fork``, gunicorn or
     uvicorn workers) restarts syncing by itself.
 
+    Routing: :meth:`route` picks the target (provider, model, variant,
+    version) of a prompt's routing policy and renders the prompt for it;
+    make the call with your own client, then :meth:`record` its outcome.
+    With ``telemetry=True`` (or a dict of :class:`TelemetryOptions`), renders,
+    decisions and calls are recorded, and :meth:`metrics_text` returns them
+    in the Prometheus text format (OpenTelemetry GenAI metric names).
+
     With ``strict=True`` a prompt file or bundle entry that cannot be loaded
     fails the constructor (``ParseError``, ``TemplateError``, ...); by
     default it is reported in ``diagnostics`` and the rest loads.
@@ -96,6 +103,7 @@ class Client(_lowlevel.Client):
         startup_wait: float = 0,
         strict: bool = False,
         redis_prefix: str = "promptops",
+        telemetry: Union[bool, TelemetryOptions, None] = None,
     ) -> Client:
         if isinstance(startup_wait, bool) or not isinstance(startup_wait, (int, float)):
             raise TypeError(f"startup_wait must be a number, not {type(startup_wait).__name__}")
@@ -113,6 +121,7 @@ class Client(_lowlevel.Client):
             redis_prefix=redis_prefix,
             cache_dir=cache_dir,
             startup_wait=float(startup_wait),
+            telemetry=telemetry,
         )
         if server is not None or redis is not None:
             _LIVE.add(self)
@@ -136,6 +145,22 @@ class Client(_lowlevel.Client):
         if isinstance(snapshot, Mapping):
             snapshot = json.dumps(snapshot)
         return super().apply_snapshot(snapshot)
+
+    async def aroute(
+        self,
+        name: str,
+        vars: Optional[Mapping[str, Any]] = None,
+        /,
+        *,
+        route_key: Optional[str] = None,
+        label: Optional[str] = None,
+        attributes: Optional[Mapping[str, str]] = None,
+        **kwargs: Any,
+    ) -> _lowlevel.Decision:
+        """``route`` for asyncio code (routing reads memory only)."""
+        return self.route(
+            name, vars, route_key=route_key, label=label, attributes=attributes, **kwargs
+        )
 
     def __enter__(self) -> Client:
         return self

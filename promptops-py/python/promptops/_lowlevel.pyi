@@ -10,7 +10,10 @@ from promptops._types import (
     Diagnostic,
     Message,
     ModelPrice,
+    Outcome,
     SyncStatus,
+    Target,
+    TelemetryOptions,
     TokenCountDetail,
     TokenizerInfo,
 )
@@ -19,6 +22,9 @@ __all__ = [
     "Client",
     "Prompt",
     "Rendered",
+    "Decision",
+    "validate_policy",
+    "route_bucket",
     "count_tokens",
     "count_tokens_detail",
     "tokenizer_for_model",
@@ -47,6 +53,7 @@ class Client:
         redis_prefix: Optional[str] = None,
         cache_dir: Optional[Union[str, os.PathLike[str]]] = None,
         startup_wait: float = 0.0,
+        telemetry: Union[bool, TelemetryOptions, None] = None,
     ) -> Self: ...
     def get(
         self,
@@ -85,6 +92,39 @@ class Client:
     def close(self) -> None:
         """Stop live sync (idempotent). Lookups keep serving what is loaded."""
     def apply_snapshot(self, snapshot: Union[str, bytes]) -> ApplyResult: ...
+    def route(
+        self,
+        name: str,
+        vars: Optional[Mapping[str, Any]] = None,
+        /,
+        *,
+        route_key: Optional[str] = None,
+        label: Optional[str] = None,
+        attributes: Optional[Mapping[str, str]] = None,
+        **kwargs: Any,
+    ) -> Decision:
+        """Pick the target of ``name``'s routing policy (sticky by
+        ``route_key``) and render the prompt for it with ``vars`` and/or
+        keyword arguments. A prompt without a policy routes to its config's
+        model. Raises ``NoRoute`` when no target is available."""
+    def record(
+        self,
+        decision: Decision,
+        outcome: Optional[Outcome] = None,
+        /,
+        *,
+        target: Optional[str] = None,
+        attempt: Optional[int] = None,
+        **kwargs: Any,
+    ) -> None:
+        """Feed a call's outcome (``Outcome`` dict and/or keywords) into the
+        routing stats, the circuit breaker and telemetry. ``target`` (an id)
+        records a fallback tried instead of the chosen target."""
+    def record_quality(self, decision: Decision, score: float) -> None:
+        """A quality score in ``[0, 1]`` for the decision's target."""
+    def metrics_text(self) -> str:
+        """Telemetry metrics in the Prometheus text format (``ConfigError``
+        when telemetry is off)."""
 
 @final
 class Prompt:
@@ -153,6 +193,44 @@ class Rendered:
     @property
     def source(self) -> str: ...
 
+@final
+class Decision:
+    @property
+    def target(self) -> Target: ...
+    @property
+    def fallbacks(self) -> List[Target]:
+        """The targets to try after ``target``, in order (failover)."""
+    @property
+    def policy_id(self) -> str: ...
+    @property
+    def strategy(self) -> str: ...
+    @property
+    def bucket(self) -> Optional[int]:
+        """The sticky bucket in ``[0, 10000)`` (sticky strategies)."""
+    @property
+    def reason(self) -> str: ...
+    @property
+    def skipped(self) -> List[Dict[str, str]]: ...
+    @property
+    def estimate(self) -> Optional[Dict[str, Any]]: ...
+    @property
+    def prompt(self) -> Optional[str]: ...
+    @property
+    def version(self) -> Optional[int]: ...
+    @property
+    def label(self) -> Optional[str]: ...
+    @property
+    def variant(self) -> Optional[str]: ...
+    @property
+    def rendered(self) -> Rendered: ...
+    @property
+    def text(self) -> Optional[str]: ...
+    @property
+    def messages(self) -> List[Message]:
+        """The rendered messages (a text prompt is one ``user`` message)."""
+
+def validate_policy(policy: str, prompt: Optional[str] = None) -> Dict[str, Any]: ...
+def route_bucket(policy_id: str, experiment: str, key: str) -> int: ...
 def count_tokens(text_or_messages: Union[str, Sequence[Message]], model: str = "gpt-4o") -> int: ...
 def count_tokens_detail(
     text_or_messages: Union[str, Sequence[Message]], model: str = "gpt-4o"

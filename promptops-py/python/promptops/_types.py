@@ -13,6 +13,9 @@ __all__ = [
     "ApplyResult",
     "ModelPrice",
     "SyncStatus",
+    "Target",
+    "Outcome",
+    "TelemetryOptions",
 ]
 
 
@@ -96,3 +99,49 @@ class SyncStatus(TypedDict):
     (``None`` if none ever did)."""
     sources: Dict[str, str]
     """Per live source (``http``, ``redis``): its own status."""
+
+
+class Target(TypedDict):
+    """A routing target (``Decision.target``, ``Decision.fallbacks``)."""
+
+    id: str
+    provider: str
+    model: str
+    variant: Optional[str]
+    """The prompt variant it renders (``None``: the one meant for ``model``)."""
+    version: Optional[int]
+    """The pinned prompt version (``None``: the label's)."""
+
+
+class Outcome(TypedDict, total=False):
+    """The outcome of one call, for ``Client.record`` (the core's
+    ``Outcome``). A missing ``error`` means success; a missing ``cost_usd``
+    is computed from the token counts and the price table."""
+
+    error: Optional[str]
+    """``connect``, ``timeout``, ``rate_limited``, ``server_error``,
+    ``malformed_response`` or ``client_error``."""
+    status: Optional[int]
+    retry_after_ms: Optional[int]
+    latency_ms: Optional[float]
+    ttft_ms: Optional[float]
+    input_tokens: Optional[int]
+    output_tokens: Optional[int]
+    cost_usd: Optional[float]
+    quality: Optional[float]
+    """A caller quality score in ``[0, 1]``."""
+
+
+class TelemetryOptions(TypedDict, total=False):
+    """``Client(telemetry=...)`` options (the core's ``TelemetryConfig``)."""
+
+    capacity: int
+    """Events the record queue holds before dropping (default 8192)."""
+    export_capacity: int
+    """Events kept for upload between uploads (default 8192)."""
+    keep_events: bool
+    """Keep events for upload at all (default ``True``); with ``False`` only
+    the aggregates (``metrics_text``) are kept."""
+    project: str
+    mask_pii: bool
+    """Mask e-mail addresses, phone numbers, ... in event attributes."""
