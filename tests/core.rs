@@ -1176,3 +1176,53 @@ fn the_registry_replaces_a_file_from_another_lineage() {
             .applied
     );
 }
+
+#[test]
+fn a_delta_elsewhere_keeps_a_held_back_version_held_back() {
+    let client = Client::builder().project("p").build().unwrap();
+    let good = SnapshotData::new(
+        "p",
+        1,
+        vec![
+            text_prompt("m/a", &[(1, "good")], &[("production", 1)]),
+            text_prompt("m/b", &[(1, "b1")], &[("production", 1)]),
+        ],
+    );
+    client
+        .apply(Update::Snapshot(good), Source::Memory)
+        .unwrap();
+    // m/a v2 is broken: v1 keeps serving.
+    let broken = Delta {
+        project: "p".into(),
+        base_revision: 1,
+        revision: 2,
+        upserts: vec![text_prompt(
+            "m/a",
+            &[(1, "good"), (2, "{% if %}")],
+            &[("production", 2)],
+        )],
+        removed: vec![],
+    };
+    client.apply(Update::Delta(broken), Source::Memory).unwrap();
+    assert_eq!(client.get("m/a").unwrap().version(), 1);
+    // A later delta that only touches m/b must not un-hold m/a.
+    let other = Delta {
+        project: "p".into(),
+        base_revision: 2,
+        revision: 3,
+        upserts: vec![text_prompt(
+            "m/b",
+            &[(1, "b1"), (2, "b2")],
+            &[("production", 2)],
+        )],
+        removed: vec![],
+    };
+    client.apply(Update::Delta(other), Source::Memory).unwrap();
+    assert_eq!(client.get("m/a").unwrap().version(), 1);
+    assert_eq!(
+        render_text(&client, "m/a", &GetOptions::default(), context! {}).unwrap(),
+        "good"
+    );
+    assert_eq!(client.get("m/b").unwrap().version(), 2);
+    assert_eq!(client.snapshot().unwrap().registry_data().revision, 3);
+}

@@ -261,7 +261,23 @@ impl CompiledSnapshot {
         source: Source,
         base: Option<&CompiledSnapshot>,
     ) -> CompiledSnapshot {
+        Self::compile_from_changed(data, limits, source, base, None)
+    }
+
+    /// [`compile_from`](Self::compile_from) with the names of the prompts
+    /// that may have changed (a delta's upserts and removals): the others
+    /// are taken from `base` without comparing their records.
+    pub(crate) fn compile_from_changed(
+        data: SnapshotData,
+        limits: Limits,
+        source: Source,
+        base: Option<&CompiledSnapshot>,
+        changed: Option<&std::collections::HashSet<String>>,
+    ) -> CompiledSnapshot {
         let base = base.filter(|b| b.limits == limits);
+        // The hint is only safe when the base serves the registry's data
+        // as is (no version held back by keep-last-good).
+        let changed = changed.filter(|_| base.is_some_and(|b| Arc::ptr_eq(&b.data, &b.raw)));
         let data = Arc::new(data);
         // Label ids: latest = 0, production = 1, then the rest sorted.
         let mut label_names: Vec<String> = vec![LATEST_LABEL.into(), DEFAULT_LABEL.into()];
@@ -314,7 +330,10 @@ impl CompiledSnapshot {
         let mut dedupe = Dedupe::default();
         for p in &data.prompts {
             let reuse = base.and_then(|b| {
-                let same = b.data.prompt(&p.name).is_some_and(|old| old == p);
+                let same = match changed {
+                    Some(c) if !c.contains(&p.name) => b.prompts.contains_key(&p.name),
+                    _ => b.data.prompt(&p.name).is_some_and(|old| old == p),
+                };
                 same.then(|| b.prompts.get(&p.name)).flatten()
             });
             let compiled = match reuse {

@@ -111,6 +111,8 @@ impl Store {
             .lock()
             .map_err(|_| Error::Config("store lock poisoned".into()))?;
         let old = self.current.load_full();
+        // For a delta, the prompts it names are the only ones that changed.
+        let mut changed: Option<std::collections::HashSet<String>> = None;
         let data = match update {
             Update::Snapshot(s) => {
                 s.validate()?;
@@ -125,6 +127,13 @@ impl Store {
                 if d.revision <= old.raw.revision {
                     return Ok(self.ignored(old));
                 }
+                changed = Some(
+                    d.upserts
+                        .iter()
+                        .map(|p| p.name.clone())
+                        .chain(d.removed.iter().cloned())
+                        .collect(),
+                );
                 old.raw.apply_delta(&d)?
             }
         };
@@ -150,8 +159,13 @@ impl Store {
                 return Ok(self.ignored(old));
             }
         }
-        let mut compiled =
-            CompiledSnapshot::compile_from(data, self.limits, source, old.as_deref());
+        let mut compiled = CompiledSnapshot::compile_from_changed(
+            data,
+            self.limits,
+            source,
+            old.as_deref(),
+            changed.as_ref(),
+        );
         if let Some(old) = &old
             && let Some(patched) = keep_last_good(&compiled, old)
         {
@@ -306,7 +320,9 @@ fn diff(old: &CompiledSnapshot, new: &CompiledSnapshot) -> Vec<Change> {
             let a = old.prompts.get(&k.0).and_then(|p| p.versions.get(nv));
             let b = new.prompts.get(&k.0).and_then(|p| p.versions.get(nv));
             match (a, b) {
-                (Some(a), Some(b)) => a.data != b.data,
+                // The same compiled version (reused across the update) is
+                // unchanged without comparing its data.
+                (Some(a), Some(b)) => !Arc::ptr_eq(a, b) && a.data != b.data,
                 _ => false,
             }
         };
