@@ -1226,3 +1226,32 @@ fn a_delta_elsewhere_keeps_a_held_back_version_held_back() {
     assert_eq!(client.get("m/b").unwrap().version(), 2);
     assert_eq!(client.snapshot().unwrap().registry_data().revision, 3);
 }
+
+#[test]
+fn readme_json_blocks_are_valid() {
+    // Every JSON block of the README parses; the routing policy shown there
+    // is a valid policy; the telemetry batch shown there has its schema tag.
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let blocks: Vec<serde_json::Value> = readme
+        .split("```json\n")
+        .skip(1)
+        .map(|rest| {
+            let body = &rest[..rest.find("```").expect("closed block")];
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("README JSON block: {e}\n{body}"))
+        })
+        .collect();
+    assert!(blocks.len() >= 2, "{} JSON blocks", blocks.len());
+    let policy = blocks
+        .iter()
+        .find(|b| b.get("strategy").is_some())
+        .expect("a policy block");
+    promptops_core::validate_policy(policy, Some("support/reply"), &PricingTable::builtin())
+        .unwrap();
+    assert!(
+        blocks
+            .iter()
+            .any(|b| b["schema"] == json!("promptops.telemetry.v1"))
+    );
+}
