@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import threading
@@ -44,7 +45,8 @@ class Registry:
     """`promptops serve --demo` on a free port, its database in `workdir`."""
 
     def __init__(self, workdir: Path, extra: Optional[List[str]] = None) -> None:
-        assert BIN is not None
+        if BIN is None:
+            raise RuntimeError(skip_reason())
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTOPS_")}
         env["PROMPTOPS_LOG"] = "warn"
         self.proc = subprocess.Popen(
@@ -121,4 +123,39 @@ class Registry:
 
 
 def skip_reason() -> str:
-    return "the promptops binary is not built (set PROMPTOPS_BIN)"
+    return "the promptops binary is not built: run scripts/test-python.sh (it builds it) or set PROMPTOPS_BIN"
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, for the tests that need
+    Redis when PROMPTOPS_TEST_REDIS_URL does not name one."""
+
+    def __init__(self, workdir: Path) -> None:
+        import socket
+
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed (apt-get install -y redis-server; scripts/services.sh does)")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.proc.kill()
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.02)
+        self.url = f"redis://127.0.0.1:{self.port}/"
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()

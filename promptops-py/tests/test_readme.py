@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 from conftest import PY_ROOT, REPO
-from live_registry import BIN, Registry, skip_reason
+from live_registry import Registry
 
 README = PY_ROOT / "README.md"
 
@@ -44,7 +44,6 @@ def test_readme_has_python_blocks() -> None:
     assert len(python_blocks()) >= 8
 
 
-@pytest.mark.skipif(BIN is None, reason=skip_reason())
 def test_readme_python_blocks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     registry = Registry(tmp_path)
     try:
