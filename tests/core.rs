@@ -439,7 +439,9 @@ fn bundle_roundtrip_and_tampering() {
     );
     // Label pointing at a version the snapshot does not carry.
     let mut bad = snap.clone();
-    bad.prompts[0].labels.insert("production".into(), 9);
+    std::sync::Arc::make_mut(&mut bad.prompts[0])
+        .labels
+        .insert("production".into(), 9);
     bad.hash = String::new();
     let e = SnapshotData::from_json(&bad.to_json()).unwrap_err();
     assert!(e.to_string().contains("version 9"), "{e}");
@@ -773,6 +775,13 @@ fn readers_never_wait_and_never_fail_during_swaps() {
             }
         }));
     }
+    // Swap only once readers are running (a loaded machine may start the
+    // threads late).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while reads.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    let before = reads.load(Ordering::Relaxed);
     for rev in 2..=200 {
         client
             .apply(Update::Snapshot(snap(rev)), Source::Memory)
@@ -782,7 +791,7 @@ fn readers_never_wait_and_never_fail_during_swaps() {
     for r in readers {
         r.join().unwrap();
     }
-    assert!(reads.load(Ordering::Relaxed) > 0);
+    assert!(before > 0, "readers ran");
     assert_eq!(client.get("m/a").unwrap().version(), 200);
 }
 

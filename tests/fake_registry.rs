@@ -86,8 +86,11 @@ impl FakeRegistry {
     pub fn publish(&self, prompts: Vec<PromptData>) -> u64 {
         let mut g = self.inner.lock().unwrap();
         let old = &g.snapshot;
-        let old_map: BTreeMap<&str, &PromptData> =
-            old.prompts.iter().map(|p| (p.name.as_str(), p)).collect();
+        let old_map: BTreeMap<&str, &PromptData> = old
+            .prompts
+            .iter()
+            .map(|p| (p.name.as_str(), &**p))
+            .collect();
         let new_names: std::collections::BTreeSet<&str> =
             prompts.iter().map(|p| p.name.as_str()).collect();
         let upserts: Vec<PromptData> = prompts

@@ -19,8 +19,8 @@ fn main() {
         labels: [("canary".to_string(), 1)].into_iter().collect(),
         policy: None,
     };
-    prompts.push(p.clone());
-    let snap = SnapshotData::new("demo", 1, prompts);
+    prompts.push(p.clone().into());
+    let snap = SnapshotData::from_shared("demo", 1, prompts);
     let client = Client::builder().project("demo").build().unwrap();
     client
         .apply(Update::Snapshot(snap), Source::Memory)

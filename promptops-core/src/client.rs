@@ -531,7 +531,6 @@ impl Client {
             return Err(e.clone());
         }
         let revision = snap.data.revision;
-        let hash = snap.hash.clone();
         Ok(Prompt {
             source: snap.source,
             env_owner: EnvOwner::Snapshot(snap),
@@ -541,7 +540,6 @@ impl Client {
             variant: None,
             pricing: self.inner.pricing.clone(),
             revision,
-            snapshot_hash: Some(hash),
             telemetry: self.inner.engine.telemetry.clone(),
         })
     }
@@ -586,7 +584,6 @@ impl Client {
             variant: None,
             pricing: self.inner.pricing.clone(),
             revision: 0,
-            snapshot_hash: None,
             telemetry: self.inner.engine.telemetry.clone(),
         })
     }

@@ -176,7 +176,9 @@ pub struct CompiledSnapshot {
     /// The registry's data exactly as received (deltas apply to this, the
     /// disk cache stores this, `hash` is its hash).
     pub(crate) raw: Arc<SnapshotData>,
-    pub(crate) hash: Arc<str>,
+    /// The hash of `raw`: the one it arrived with, or computed on first use
+    /// (a snapshot advanced by a delta carries none).
+    pub(crate) hash: std::sync::OnceLock<Arc<str>>,
     /// Label names by label id (interned: lookups hand out clones).
     pub(crate) label_names: Vec<Arc<str>>,
     pub(crate) env: Environment<'static>,
@@ -212,9 +214,11 @@ impl CompiledSnapshot {
         &self.raw
     }
 
-    /// The registry's content hash of this snapshot.
+    /// The registry's content hash of this snapshot (computed on first use
+    /// when the data arrived as a delta).
     pub fn hash(&self) -> &str {
-        &self.hash
+        self.hash
+            .get_or_init(|| Arc::from(self.raw.content_hash().as_ref()))
     }
 
     pub fn diagnostics(&self) -> &[Diagnostic] {
@@ -332,7 +336,10 @@ impl CompiledSnapshot {
             let reuse = base.and_then(|b| {
                 let same = match changed {
                     Some(c) if !c.contains(&p.name) => b.prompts.contains_key(&p.name),
-                    _ => b.data.prompt(&p.name).is_some_and(|old| old == p),
+                    _ => b
+                        .data
+                        .prompt_arc(&p.name)
+                        .is_some_and(|old| Arc::ptr_eq(old, p) || old == p),
                 };
                 same.then(|| b.prompts.get(&p.name)).flatten()
             });
@@ -393,7 +400,13 @@ impl CompiledSnapshot {
 
         CompiledSnapshot {
             raw: data.clone(),
-            hash: Arc::from(data.hash.as_str()),
+            hash: {
+                let h = std::sync::OnceLock::new();
+                if !data.hash.is_empty() {
+                    let _ = h.set(Arc::from(data.hash.as_str()));
+                }
+                h
+            },
             label_names: label_names.iter().map(|l| Arc::from(l.as_str())).collect(),
             data,
             env,

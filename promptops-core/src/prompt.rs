@@ -26,7 +26,6 @@ pub struct Prompt {
     pub(crate) variant: Option<String>,
     pub(crate) pricing: Arc<PricingTable>,
     pub(crate) revision: u64,
-    pub(crate) snapshot_hash: Option<Arc<str>>,
     /// Where render events go, when telemetry is on.
     pub(crate) telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
@@ -104,7 +103,10 @@ impl Prompt {
 
     /// The content hash of the snapshot it came from (`None` for a fallback).
     pub fn snapshot_hash(&self) -> Option<&str> {
-        self.snapshot_hash.as_deref()
+        match &self.env_owner {
+            EnvOwner::Snapshot(s) => Some(s.hash()),
+            EnvOwner::Fallback(_) => None,
+        }
     }
 
     pub fn kind(&self) -> PromptKind {

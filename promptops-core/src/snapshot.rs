@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -27,10 +28,15 @@ pub struct SnapshotData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
     /// `sha256:<hex>` over the canonical JSON of `project` and `prompts`.
+    /// Empty when not computed yet: a snapshot built by applying a delta
+    /// leaves it empty (hashing every prompt on every delta would cost each
+    /// client O(snapshot) per publish); [`content_hash`](Self::content_hash)
+    /// computes it when it is needed.
     #[serde(default)]
     pub hash: String,
-    /// Prompts sorted by name.
-    pub prompts: Vec<PromptData>,
+    /// Prompts sorted by name. Shared: a delta replaces the prompts it names
+    /// and keeps the others without copying them.
+    pub prompts: Vec<Arc<PromptData>>,
 }
 
 /// Changes since an event id: prompts added or changed (their whole record:
@@ -50,7 +56,20 @@ pub struct Delta {
 
 impl SnapshotData {
     /// A snapshot of `prompts` (sorted, validated lightly) with its hash.
-    pub fn new(project: impl Into<String>, revision: u64, mut prompts: Vec<PromptData>) -> Self {
+    pub fn new(project: impl Into<String>, revision: u64, prompts: Vec<PromptData>) -> Self {
+        Self::from_shared(
+            project,
+            revision,
+            prompts.into_iter().map(Arc::new).collect(),
+        )
+    }
+
+    /// [`new`](Self::new) over prompts that are already shared.
+    pub fn from_shared(
+        project: impl Into<String>,
+        revision: u64,
+        mut prompts: Vec<Arc<PromptData>>,
+    ) -> Self {
         prompts.sort_by(|a, b| a.name.cmp(&b.name));
         let mut s = SnapshotData {
             format: SNAPSHOT_FORMAT.to_string(),
@@ -74,7 +93,7 @@ impl SnapshotData {
         #[derive(Serialize)]
         struct Content<'a> {
             project: &'a str,
-            prompts: &'a [PromptData],
+            prompts: &'a [Arc<PromptData>],
         }
         struct HashWriter(Sha256);
         impl Write for HashWriter {
@@ -145,12 +164,25 @@ impl SnapshotData {
         Ok(s)
     }
 
+    /// This snapshot with its hash filled in (computed when missing). The
+    /// prompts are shared, so the copy is cheap.
+    pub fn with_hash(&self) -> std::borrow::Cow<'_, SnapshotData> {
+        if self.hash.is_empty() {
+            let mut s = self.clone();
+            s.hash = s.compute_hash();
+            std::borrow::Cow::Owned(s)
+        } else {
+            std::borrow::Cow::Borrowed(self)
+        }
+    }
+
+    /// The JSON of this snapshot, always with its hash.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        serde_json::to_vec(&*self.with_hash()).unwrap_or_default()
     }
 
     pub fn to_json_pretty(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(self).unwrap_or_default()
+        serde_json::to_vec_pretty(&*self.with_hash()).unwrap_or_default()
     }
 
     /// Read a bundle file written by [`write_bundle`](Self::write_bundle)
@@ -172,10 +204,25 @@ impl SnapshotData {
     }
 
     pub fn prompt(&self, name: &str) -> Option<&PromptData> {
+        self.prompt_arc(name).map(|p| &**p)
+    }
+
+    /// The shared record of prompt `name`.
+    pub fn prompt_arc(&self, name: &str) -> Option<&Arc<PromptData>> {
         self.prompts
             .binary_search_by(|p| p.name.as_str().cmp(name))
             .ok()
             .map(|i| &self.prompts[i])
+    }
+
+    /// The content hash: the stored one, or computed now when the snapshot
+    /// carries none (see [`hash`](Self::hash)).
+    pub fn content_hash(&self) -> std::borrow::Cow<'_, str> {
+        if self.hash.is_empty() {
+            std::borrow::Cow::Owned(self.compute_hash())
+        } else {
+            std::borrow::Cow::Borrowed(&self.hash)
+        }
     }
 
     /// The snapshot after `delta`. The delta must be for this project and
@@ -193,24 +240,28 @@ impl SnapshotData {
                 delta.base_revision, self.revision
             )));
         }
-        let mut map: BTreeMap<String, PromptData> = self
+        let mut map: BTreeMap<&str, Arc<PromptData>> = self
             .prompts
             .iter()
-            .map(|p| (p.name.clone(), p.clone()))
+            .map(|p| (p.name.as_str(), p.clone()))
             .collect();
         for name in &delta.removed {
-            map.remove(name);
+            map.remove(name.as_str());
         }
         for p in &delta.upserts {
             validate_name(&p.name).map_err(Error::Snapshot)?;
             validate_prompt(p)?;
-            map.insert(p.name.clone(), p.clone());
+            map.insert(p.name.as_str(), Arc::new(p.clone()));
         }
-        let mut out = SnapshotData::new(
-            self.project.clone(),
-            delta.revision,
-            map.into_values().collect(),
-        );
+        // Sorted by the map; the hash is left for whoever needs it.
+        let mut out = SnapshotData {
+            format: SNAPSHOT_FORMAT.to_string(),
+            project: self.project.clone(),
+            revision: delta.revision,
+            created_at: None,
+            hash: String::new(),
+            prompts: map.into_values().collect(),
+        };
         out.created_at.clone_from(&self.created_at);
         Ok(out)
     }

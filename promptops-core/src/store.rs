@@ -2,7 +2,7 @@
 //! Readers never wait on writers (`arc-swap`); every source (local files,
 //! bundles, and later HTTP, SSE and Redis) feeds it through [`Store::apply`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -39,7 +39,16 @@ pub struct ApplyOutcome {
     pub changes: Vec<Change>,
     pub diagnostics: Vec<Diagnostic>,
     pub revision: u64,
-    pub hash: String,
+    /// The snapshot the store holds after the update.
+    snapshot: Arc<CompiledSnapshot>,
+}
+
+impl ApplyOutcome {
+    /// The content hash of the snapshot the store holds after the update
+    /// (computed on first use when the update was a delta).
+    pub fn hash(&self) -> &str {
+        self.snapshot.hash()
+    }
 }
 
 type Listener = Box<dyn Fn(&[Change]) + Send + Sync>;
@@ -154,8 +163,8 @@ impl Store {
             let registry_over_file = source == Source::Memory && old.source != Source::Memory;
             let file_over_registry = source != Source::Memory && old.source == Source::Memory;
             let older = data.revision < od.revision && !registry_over_file;
-            if older || file_over_registry || (data.revision == od.revision && data.hash == od.hash)
-            {
+            let same = data.revision == od.revision && *data.content_hash() == *old.hash();
+            if older || file_over_registry || same {
                 return Ok(self.ignored(old));
             }
         }
@@ -182,18 +191,23 @@ impl Store {
         for d in &compiled.diagnostics {
             tracing::warn!(target: "promptops", "{d}");
         }
-        let changes = match &old {
-            Some(old) => diff(old, &compiled),
-            None => diff_from_empty(&compiled),
+        let held_back = !Arc::ptr_eq(&compiled.data, &compiled.raw);
+        let changes = match (&old, &changed) {
+            // A delta changes only the prompts it names (unless a version
+            // was held back, which may touch others): compare just those.
+            (Some(old), Some(names)) if !held_back => diff_named(old, &compiled, names),
+            (Some(old), _) => diff(old, &compiled),
+            (None, _) => diff_from_empty(&compiled),
         };
+        let compiled = Arc::new(compiled);
         let outcome = ApplyOutcome {
             applied: true,
             changes: changes.clone(),
             diagnostics: compiled.diagnostics.clone(),
             revision: compiled.raw.revision,
-            hash: compiled.raw.hash.clone(),
+            snapshot: compiled.clone(),
         };
-        self.current.store(Some(Arc::new(compiled)));
+        self.current.store(Some(compiled));
         if !changes.is_empty() {
             let listeners: Vec<Arc<Listener>> =
                 self.listeners.lock().map(|l| l.clone()).unwrap_or_default();
@@ -205,13 +219,13 @@ impl Store {
         Ok(outcome)
     }
 
-    fn ignored(&self, current: &CompiledSnapshot) -> ApplyOutcome {
+    fn ignored(&self, current: &Arc<CompiledSnapshot>) -> ApplyOutcome {
         ApplyOutcome {
             applied: false,
             changes: Vec::new(),
             diagnostics: Vec::new(),
             revision: current.raw.revision,
-            hash: current.raw.hash.clone(),
+            snapshot: current.clone(),
         }
     }
 }
@@ -260,10 +274,11 @@ fn keep_last_good(
             if op.broken.contains_key(&label) || ocv.first_error().is_some() || ov == nv {
                 continue;
             }
-            if p.version(ov).is_none() {
-                p.versions.push(ocv.data.clone());
+            let pm = Arc::make_mut(p);
+            if pm.version(ov).is_none() {
+                pm.versions.push(ocv.data.clone());
             }
-            p.labels.insert(label.clone(), ov);
+            pm.labels.insert(label.clone(), ov);
             diags.push(Diagnostic {
                 prompt: p.name.clone(),
                 version: Some(nv),
@@ -292,6 +307,59 @@ fn resolutions(s: &CompiledSnapshot) -> BTreeSet<(String, String, u32)> {
     out
 }
 
+/// [`diff`] restricted to the prompts in `names`.
+fn diff_named(
+    old: &CompiledSnapshot,
+    new: &CompiledSnapshot,
+    names: &std::collections::HashSet<String>,
+) -> Vec<Change> {
+    let mut out = Vec::new();
+    let mut names: Vec<&String> = names.iter().collect();
+    names.sort();
+    for name in names {
+        let index = |s: &CompiledSnapshot| -> BTreeMap<String, u32> {
+            let Some(p) = s.prompts.get(name) else {
+                return BTreeMap::new();
+            };
+            let mut m: BTreeMap<String, u32> =
+                p.labels.iter().map(|(l, v)| (l.clone(), *v)).collect();
+            m.insert(LATEST_LABEL.to_string(), p.latest);
+            m
+        };
+        let (o, n) = (index(old), index(new));
+        for (label, nv) in &n {
+            let ov = o.get(label).copied();
+            let content_changed = ov == Some(*nv) && {
+                let a = old.prompts.get(name).and_then(|p| p.versions.get(nv));
+                let b = new.prompts.get(name).and_then(|p| p.versions.get(nv));
+                match (a, b) {
+                    (Some(a), Some(b)) => !Arc::ptr_eq(a, b) && a.data != b.data,
+                    _ => false,
+                }
+            };
+            if ov != Some(*nv) || content_changed {
+                out.push(Change {
+                    prompt: name.clone(),
+                    label: label.clone(),
+                    old: ov,
+                    new: Some(*nv),
+                });
+            }
+        }
+        for (label, ov) in &o {
+            if !n.contains_key(label) {
+                out.push(Change {
+                    prompt: name.clone(),
+                    label: label.clone(),
+                    old: Some(*ov),
+                    new: None,
+                });
+            }
+        }
+    }
+    out
+}
+
 fn diff_from_empty(new: &CompiledSnapshot) -> Vec<Change> {
     resolutions(new)
         .into_iter()
@@ -305,7 +373,6 @@ fn diff_from_empty(new: &CompiledSnapshot) -> Vec<Change> {
 }
 
 fn diff(old: &CompiledSnapshot, new: &CompiledSnapshot) -> Vec<Change> {
-    use std::collections::BTreeMap;
     let index = |s: &CompiledSnapshot| -> BTreeMap<(String, String), u32> {
         resolutions(s)
             .into_iter()

@@ -1263,7 +1263,7 @@ fn apply_outcome_to_js(env: sys::napi_env, out: &po::ApplyOutcome) -> Result<sys
         "revision",
         json_to_js(env, &to_json(&out.revision))?,
     )?;
-    set_prop(env, obj, "hash", js_string(env, &out.hash)?)?;
+    set_prop(env, obj, "hash", js_string(env, out.hash())?)?;
     let changes: Vec<serde_json::Value> = out.changes.iter().map(to_json).collect();
     set_prop(
         env,

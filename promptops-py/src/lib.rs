@@ -1137,7 +1137,7 @@ impl Client {
             let d = PyDict::new(py);
             d.set_item("applied", out.applied)?;
             d.set_item("revision", out.revision)?;
-            d.set_item("hash", &out.hash)?;
+            d.set_item("hash", out.hash())?;
             d.set_item("changes", changes_list(py, &out.changes)?)?;
             d.set_item("diagnostics", diagnostics_list(py, &out.diagnostics)?)?;
             Ok(d)

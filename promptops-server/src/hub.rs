@@ -38,7 +38,11 @@ pub struct CachedSnapshot {
 }
 
 impl CachedSnapshot {
-    fn new(data: SnapshotData) -> CachedSnapshot {
+    fn new(mut data: SnapshotData) -> CachedSnapshot {
+        // A snapshot advanced by a delta carries no hash yet; the ETag needs it.
+        if data.hash.is_empty() {
+            data.hash = data.compute_hash();
+        }
         let json = Bytes::from(data.to_json());
         let frame = sse_frame("snapshot", data.revision, &json);
         CachedSnapshot {

@@ -544,15 +544,15 @@ fn validate_change(
     labels: &[String],
     new_version: Option<u32>,
 ) -> ApiResult<()> {
-    let mut prompts: Vec<PromptData> = base
+    let mut prompts: Vec<Arc<PromptData>> = base
         .prompts
         .iter()
         .filter(|p| p.name != candidate.name)
         .cloned()
         .collect();
     let name = candidate.name.clone();
-    prompts.push(candidate);
-    let after = SnapshotData::new(base.project.clone(), base.revision, prompts);
+    prompts.push(Arc::new(candidate));
+    let after = SnapshotData::from_shared(base.project.clone(), base.revision, prompts);
     after
         .validate()
         .map_err(|e| ApiError::from_core(&e).field("labels"))?;
@@ -2516,7 +2516,7 @@ impl Registry {
         snap: &SnapshotData,
         actor: &Actor,
     ) -> ApiResult<usize> {
-        let mut pending: Vec<&PromptData> = snap.prompts.iter().collect();
+        let mut pending: Vec<&PromptData> = snap.prompts.iter().map(|p| &**p).collect();
         let mut created = 0;
         // Includes may point at prompts not loaded yet: retry in passes.
         for _ in 0..=snap.prompts.len() {

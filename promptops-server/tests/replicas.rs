@@ -81,7 +81,7 @@ async fn publish_through_one_replica_reaches_stream_clients_of_the_other() {
     let sa = a.snapshot("sdk", "shop").await;
     let sb = b.snapshot("sdk", "shop").await;
     assert_eq!(sa["hash"], sb["hash"]);
-    assert_eq!(sb["hash"].as_str().unwrap(), state.hash);
+    assert_eq!(sb["hash"].as_str().unwrap(), state.content_hash());
     assert_eq!(sb["revision"], 5);
 
     if let Some(url) = redis_url() {

@@ -51,7 +51,7 @@ async fn connect_snapshot_then_deltas_that_chain() {
     }
     // Applying the deltas gives exactly the server's snapshot.
     let server = env.snapshot("sdk", "shop").await;
-    assert_eq!(state.hash, server["hash"].as_str().unwrap());
+    assert_eq!(state.content_hash(), server["hash"].as_str().unwrap());
     assert_eq!(state.revision, 5);
     assert!(state.prompt("a/c").is_none(), "archived prompt removed");
     assert_eq!(state.prompt("a/b").unwrap().labels["staging"], 2);
@@ -77,7 +77,7 @@ async fn last_event_id_replays_missed_deltas() {
         .apply_delta(&delta(&e3))
         .unwrap();
     assert_eq!(
-        state.hash,
+        state.content_hash(),
         env.snapshot("sdk", "shop").await["hash"].as_str().unwrap()
     );
     // Live deltas continue the chain.

@@ -501,7 +501,11 @@ async fn kill_9_during_a_burst_leaves_a_consistent_registry() {
         let d: promptops_core::Delta = serde_json::from_value(e.data).unwrap();
         state = state.apply_delta(&d).unwrap();
     }
-    assert_eq!(state.hash, served.hash, "event log replays to the snapshot");
+    assert_eq!(
+        *state.content_hash(),
+        *served.hash,
+        "event log replays to the snapshot"
+    );
     kill(&mut child);
     let (ok, out) = verify_cli(&db, &master);
     assert!(ok, "{out}");

@@ -908,8 +908,11 @@ fn check_references(
 /// Parse every policy of a snapshot and check references between prompts.
 /// Returns, per prompt with a policy, the policy or its error.
 pub fn compile_policies(data: &SnapshotData) -> Vec<(String, Result<Arc<Policy>>)> {
-    let by_name: BTreeMap<&str, &PromptData> =
-        data.prompts.iter().map(|p| (p.name.as_str(), p)).collect();
+    let by_name: BTreeMap<&str, &PromptData> = data
+        .prompts
+        .iter()
+        .map(|p| (p.name.as_str(), &**p))
+        .collect();
     let mut parsed: Vec<(&PromptData, Result<Policy>)> = Vec::new();
     for p in &data.prompts {
         if let Some(v) = &p.policy {

@@ -108,7 +108,8 @@ impl DiskCache {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             etag: etag.map(String::from),
-            snapshot: snapshot.clone(),
+            // With its hash, so a damaged file is caught when it is read.
+            snapshot: snapshot.with_hash().into_owned(),
         };
         let bytes = serde_json::to_vec(&file)
             .map_err(|e| Error::Snapshot(format!("cannot serialise the cache: {e}")))?;

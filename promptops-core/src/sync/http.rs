@@ -216,7 +216,11 @@ async fn get_snapshot(
 async fn fetch_snapshot(ctx: &Ctx, client: &reqwest::Client, base: &str) -> Result<(), Failure> {
     let url = format!("{base}/v1/projects/{}/snapshot", ctx.opts.project);
     let etag = if ctx.revision() > 0 {
-        ctx.etag.lock().ok().and_then(|e| e.clone())
+        ctx.etag
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .or_else(|| ctx.store.current().map(|s| format!("\"{}\"", s.hash())))
     } else {
         None
     };
@@ -329,8 +333,10 @@ fn handle_event(ctx: &Ctx, ev: sse::Event) -> Result<(), Failure> {
                 .map_err(|e| retry(format!("stream delta is not valid JSON: {e}")))?;
             match ctx.apply(Update::Delta(delta), SOURCE) {
                 Ok(_) => {
-                    if let (Ok(mut e), Some(s)) = (ctx.etag.lock(), ctx.store.current()) {
-                        *e = Some(format!("\"{}\"", s.hash()));
+                    // The ETag is now the hash of what the store holds;
+                    // computed when a poll needs it, not on every delta.
+                    if let Ok(mut e) = ctx.etag.lock() {
+                        *e = None;
                     }
                 }
                 // A gap (missed events): reconnect at once; the registry
