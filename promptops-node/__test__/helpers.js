@@ -84,6 +84,71 @@ function startRegistry() {
   });
 }
 
+// The mock LLM provider of the Rust tests (tests/mock_provider), as the
+// process `promptops-mock-provider` that `cargo build --workspace` builds
+// beside the registry binary (scripts/test-node.sh passes its path in
+// PROMPTOPS_MOCK_PROVIDER_BIN). Missing, the tests that need it fail.
+const MOCK_PROVIDER_BIN =
+  process.env.PROMPTOPS_MOCK_PROVIDER_BIN || path.join(path.dirname(REGISTRY_BIN), 'promptops-mock-provider');
+
+/**
+ * Start the mock provider; resolves to `{ url, root, script(model, behaviors),
+ * setDefault(model, behavior), received(), count(model), stop() }`.
+ * Behaviours: `{ kind: 'ok', text, delay_ms, chunk_delay_ms }`, `{ kind:
+ * 'status', code, retry_after }`, `{ kind: 'reset', tokens }`, `{ kind:
+ * 'malformed', tokens }`, `{ kind: 'stall', ms, text }`.
+ */
+function startMockProvider() {
+  if (!fs.existsSync(MOCK_PROVIDER_BIN)) {
+    return Promise.reject(
+      new Error(`the mock provider is not built (${MOCK_PROVIDER_BIN}): run scripts/test-node.sh or set PROMPTOPS_MOCK_PROVIDER_BIN`),
+    );
+  }
+  const proc = spawn(MOCK_PROVIDER_BIN, [], { stdio: ['pipe', 'pipe', 'inherit'] });
+  registries.add(proc);
+  proc.on('exit', () => registries.delete(proc));
+  const waiting = [];
+  let hello;
+  const ready = new Promise((resolve, reject) => {
+    hello = { resolve, reject };
+    proc.once('error', reject);
+    proc.once('exit', (code, signal) => {
+      reject(new Error(`the mock provider exited (${code ?? signal})`));
+      for (const w of waiting.splice(0)) w.reject(new Error('the mock provider exited'));
+    });
+  });
+  readline.createInterface({ input: proc.stdout }).on('line', (line) => {
+    const msg = JSON.parse(line);
+    if (hello !== null) {
+      const h = hello;
+      hello = null;
+      h.resolve(msg);
+      return;
+    }
+    const w = waiting.shift();
+    if (msg.ok) w.resolve(msg);
+    else w.reject(new Error(`mock provider: ${msg.error}`));
+  });
+  const send = (cmd) =>
+    new Promise((resolve, reject) => {
+      waiting.push({ resolve, reject });
+      proc.stdin.write(`${JSON.stringify(cmd)}\n`);
+    });
+  return ready.then(({ url, root }) => ({
+    url,
+    root,
+    proc,
+    script: (model, behaviors) => send({ cmd: 'script', model, behaviors }),
+    setDefault: (model, behavior) => send({ cmd: 'default', model, behavior }),
+    received: () => send({ cmd: 'received' }).then((m) => m.received),
+    count: (model) => send({ cmd: 'count', model }).then((m) => m.count),
+    stop: () => {
+      proc.stdin.end();
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    },
+  }));
+}
+
 function stopRegistry(reg) {
   if (reg && reg.proc.exitCode === null && reg.proc.signalCode === null) reg.proc.kill('SIGKILL');
 }
@@ -100,4 +165,6 @@ module.exports = {
   REGISTRY_BIN_SKIP,
   startRegistry,
   stopRegistry,
+  MOCK_PROVIDER_BIN,
+  startMockProvider,
 };

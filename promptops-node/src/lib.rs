@@ -1004,6 +1004,149 @@ pub struct ClientOptions {
     /// Record renders, routing decisions and recorded calls (metrics in
     /// `metricsText()`).
     pub telemetry: Option<TelemetryOptions>,
+    /// Provider endpoints by the name policies use (`openai` and
+    /// `anthropic` exist by default: these add or replace).
+    pub providers: Option<std::collections::HashMap<String, ProviderOptions>>,
+    /// Default settings of `complete` and `stream`.
+    pub call: Option<CallSettings>,
+}
+
+/// Where a provider is served. API keys come from `apiKey` or the
+/// environment variable `apiKeyEnv` (default `OPENAI_API_KEY` /
+/// `ANTHROPIC_API_KEY` for `openai` / `anthropic`), read at call time;
+/// they are never logged nor put in errors.
+#[napi(object)]
+#[derive(Default, Clone)]
+pub struct ProviderOptions {
+    /// `openai` (Chat Completions, also OpenAI-compatible servers) or
+    /// `anthropic` (Messages). Default: `anthropic` for the provider named
+    /// `anthropic`, else `openai`.
+    #[napi(ts_type = "'openai' | 'anthropic'")]
+    pub protocol: Option<String>,
+    /// Base URL including the API version path (`https://api.openai.com/v1`).
+    pub base_url: Option<String>,
+    pub api_key: Option<String>,
+    pub api_key_env: Option<String>,
+    /// Extra request headers (treated as secrets).
+    pub headers: Option<std::collections::HashMap<String, String>>,
+}
+
+/// Settings of a provider call (client defaults, overridable per call).
+#[napi(object)]
+#[derive(Default, Clone)]
+pub struct CallSettings {
+    /// Stream the response (SSE); `stream()` always does.
+    pub stream: Option<bool>,
+    /// Longest one attempt may take, in ms (default 60,000).
+    pub timeout_ms: Option<f64>,
+    /// Streams: longest wait for the first token, in ms (default 20,000).
+    pub ttft_timeout_ms: Option<f64>,
+    /// Longest a connect may take, in ms (default 5,000; client-wide only).
+    pub connect_timeout_ms: Option<f64>,
+    /// Failure classes failed over on (default: the policy's `failover.on`).
+    #[napi(
+        ts_type = "Array<'connect' | 'timeout' | 'rate_limited' | 'server_error' | 'malformed_response' | 'client_error'>"
+    )]
+    pub failover_on: Option<Vec<String>>,
+    /// Most attempts (default: the policy's, else every target).
+    pub max_attempts: Option<u32>,
+}
+
+fn call_options(
+    mut c: po::provider::CallOptions,
+    s: &CallSettings,
+    per_call: bool,
+) -> po::Result<po::provider::CallOptions> {
+    let ms = |name: &str, v: f64| {
+        if v.is_finite() && v > 0.0 {
+            Ok(std::time::Duration::from_secs_f64(v / 1000.0))
+        } else {
+            Err(po::Error::Config(format!(
+                "{name} must be a number of milliseconds > 0, got {v}"
+            )))
+        }
+    };
+    if let Some(b) = s.stream {
+        c.stream = b;
+    }
+    if let Some(v) = s.timeout_ms {
+        c.total_timeout = ms("timeoutMs", v)?;
+    }
+    if let Some(v) = s.ttft_timeout_ms {
+        c.ttft_timeout = ms("ttftTimeoutMs", v)?;
+    }
+    if let Some(v) = s.connect_timeout_ms {
+        if per_call {
+            return Err(po::Error::Config(
+                "connectTimeoutMs is a client setting (Client options `call`), not a per-call one"
+                    .into(),
+            ));
+        }
+        c.connect_timeout = ms("connectTimeoutMs", v)?;
+    }
+    if let Some(list) = &s.failover_on {
+        let mut set = std::collections::BTreeSet::new();
+        for name in list {
+            set.insert(po::route::FailureClass::parse(name).ok_or_else(|| {
+                po::Error::Config(format!(
+                    "unknown failure class `{name}` in failoverOn (connect, timeout, rate_limited, server_error, malformed_response, client_error)"
+                ))
+            })?);
+        }
+        c.failover_on = Some(set);
+    }
+    if let Some(m) = s.max_attempts {
+        if m == 0 {
+            return Err(po::Error::Config("maxAttempts must be >= 1".into()));
+        }
+        c.max_attempts = Some(m);
+    }
+    Ok(c)
+}
+
+fn endpoint(name: &str, o: &ProviderOptions) -> po::Result<po::provider::Endpoint> {
+    use po::provider::{Endpoint, Protocol};
+    let protocol = match o.protocol.as_deref() {
+        None if name == "anthropic" => Protocol::Anthropic,
+        None | Some("openai") => Protocol::OpenAi,
+        Some("anthropic") => Protocol::Anthropic,
+        Some(p) => {
+            return Err(po::Error::Config(format!(
+                "provider `{name}`: unknown protocol `{p}` (openai or anthropic)"
+            )));
+        }
+    };
+    let mut e = match (name, protocol) {
+        ("openai", Protocol::OpenAi) => Endpoint::openai(),
+        ("anthropic", Protocol::Anthropic) => Endpoint::anthropic(),
+        _ => {
+            let Some(url) = &o.base_url else {
+                return Err(po::Error::Config(format!(
+                    "provider `{name}` needs a baseUrl"
+                )));
+            };
+            let mut e = Endpoint::openai_compatible(name, url.as_str());
+            e.protocol = protocol;
+            e
+        }
+    };
+    if let Some(u) = &o.base_url {
+        e = e.base_url(u.as_str());
+    }
+    if let Some(k) = &o.api_key {
+        e = e.api_key(k.as_str());
+    }
+    if let Some(v) = &o.api_key_env {
+        e.api_key_env = Some(v.clone());
+    }
+    if let Some(h) = &o.headers {
+        let mut pairs: Vec<_> = h.iter().collect();
+        pairs.sort();
+        for (k, v) in pairs {
+            e = e.header(k.as_str(), v.as_str());
+        }
+    }
+    Ok(e)
 }
 
 /// Telemetry settings (`telemetry: true` is `{}`).
@@ -1020,7 +1163,7 @@ pub struct TelemetryOptions {
     pub mask_pii: Option<bool>,
 }
 
-fn build_client(opts: &ClientOptions) -> po::Result<Client> {
+fn build_client(opts: &ClientOptions) -> po::Result<(Client, po::provider::CallOptions)> {
     if let Some(w) = opts.startup_wait
         && !(w.is_finite() && w >= 0.0)
     {
@@ -1110,7 +1253,19 @@ fn build_client(opts: &ClientOptions) -> po::Result<Client> {
         }
         b = b.telemetry(cfg);
     }
-    b.build()
+    if let Some(ps) = &opts.providers {
+        let mut names: Vec<_> = ps.keys().collect();
+        names.sort();
+        for name in names {
+            b = b.provider(endpoint(name, &ps[name])?);
+        }
+    }
+    let call = match &opts.call {
+        Some(c) => call_options(Default::default(), c, false)?,
+        None => Default::default(),
+    };
+    b = b.call_options(call.clone());
+    Ok((b.build()?, call))
 }
 
 thread_local! {
@@ -1161,6 +1316,8 @@ struct Shared {
     closed: AtomicBool,
     listener: Mutex<Option<ChangeTsfn>>,
     status_listener: Mutex<Option<StatusTsfn>>,
+    /// Set to `true` by `close()`: calls in flight end at once.
+    close_signal: tokio::sync::watch::Sender<bool>,
 }
 
 /// The native client. Use `Client` from `promptops` instead.
@@ -1168,15 +1325,18 @@ struct Shared {
 pub struct NativeClient {
     client: Client,
     shared: Arc<Shared>,
+    /// The client's default call settings (per-call settings start here).
+    call_defaults: po::provider::CallOptions,
 }
 
 impl NativeClient {
-    fn from_core(client: Client) -> Self {
+    fn from_core((client, call_defaults): (Client, po::provider::CallOptions)) -> Self {
         let shared = Arc::new(Shared {
             generation: AtomicU32::new(0),
             closed: AtomicBool::new(false),
             listener: Mutex::new(None),
             status_listener: Mutex::new(None),
+            close_signal: tokio::sync::watch::Sender::new(false),
         });
         let s = shared.clone();
         client.on_change(move |changes| {
@@ -1206,7 +1366,11 @@ impl NativeClient {
                 );
             }
         });
-        NativeClient { client, shared }
+        NativeClient {
+            client,
+            shared,
+            call_defaults,
+        }
     }
 
     fn check_open(&self, env: &Env) -> Result<()> {
@@ -1222,7 +1386,7 @@ pub struct CreateClient {
 }
 
 impl Task for CreateClient {
-    type Output = po::Result<Client>;
+    type Output = po::Result<(Client, po::provider::CallOptions)>;
     type JsValue = NativeClient;
 
     fn compute(&mut self) -> Result<Self::Output> {
@@ -1539,6 +1703,9 @@ impl NativeClient {
     #[napi(catch_unwind)]
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
+        // Calls in flight end now (their callbacks are released, so a
+        // pending call never keeps the process alive after `close()`).
+        self.shared.close_signal.send_replace(true);
         self.client.close();
         if let Ok(mut guard) = self.shared.listener.lock()
             && let Some(tsfn) = guard.take()
@@ -1632,6 +1799,90 @@ impl NativeClient {
         }
         self.client.record_quality(&decision.routed.decision, score);
         Ok(())
+    }
+
+    /// Render `name` with the encoded variables, route it, call the chosen
+    /// provider with failover and record the outcome
+    /// (`Client::complete_with`), off the JS thread. `callback` gets, in
+    /// order: each streamed text chunk (a string; `streaming` only), then
+    /// the completion (an object) or the error (an `Error`), exactly once.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "name: string, text: string, ops: Float64Array, n: number, oneByte: boolean, options: CompleteSettings, streaming: boolean, callback: (event: string | Error | Record<string, any>) => void"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    pub fn complete(
+        &self,
+        env: Env,
+        name: String,
+        text: Unknown<'_>,
+        ops: Unknown<'_>,
+        n: u32,
+        one_byte: bool,
+        options: CompleteSettings,
+        streaming: bool,
+        callback: Function<'_, CallEvent, ()>,
+    ) -> Result<NativeCall> {
+        self.check_open(&env)?;
+        let raw = env.raw();
+        let vars = vars_from_encoded(raw, &name, text.raw(), ops.raw(), n, one_byte)?;
+        let mut call = match &options.call {
+            Some(c) => call_options(self.call_defaults.clone(), c, true),
+            None => Ok(self.call_defaults.clone()),
+        }
+        .map_err(|e| js_error(raw, &e))?;
+        if streaming {
+            call.stream = true;
+        }
+        let rt = call_runtime().map_err(|e| js_error(raw, &e))?;
+        let tsfn: Arc<CallTsfn> = Arc::new(
+            callback
+                .build_threadsafe_function::<CallEvent>()
+                .callee_handled::<false>()
+                .weak::<false>()
+                .build()?,
+        );
+        let mut attributes: Vec<(String, String)> =
+            options.attributes.unwrap_or_default().into_iter().collect();
+        attributes.sort();
+        let mut opts = po::provider::CompleteOptions {
+            route: po::RouteOptions {
+                key: options.route_key,
+                label: options.label,
+                attributes,
+            },
+            call: Some(call),
+            on_chunk: None,
+        };
+        if streaming {
+            let sink = tsfn.clone();
+            opts.on_chunk = Some(Arc::new(move |t: &str| {
+                sink.call(
+                    CallEvent::Chunk(t.to_string()),
+                    ThreadsafeFunctionCallMode::NonBlocking,
+                );
+            }));
+        }
+        let (cancel, cancelled) = tokio::sync::watch::channel(false);
+        let closed = self.shared.close_signal.subscribe();
+        let client = self.client.clone();
+        rt.spawn(async move {
+            let outcome = tokio::select! {
+                r = client.complete_with(&name, &vars, &opts) => r,
+                _ = signalled(closed) => Err(po::Error::Config(
+                    "the client was closed while the call was in flight".into(),
+                )),
+                _ = signalled(cancelled) => Err(po::Error::Config("the call was cancelled".into())),
+            };
+            // The chunk sink goes first, so this is the function's last use.
+            drop(opts);
+            let event = match outcome {
+                Ok(c) => CallEvent::Done(Box::new(c)),
+                Err(e) => CallEvent::Failed(e),
+            };
+            tsfn.call(event, ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        Ok(NativeCall { cancel })
     }
 
     /// The telemetry metrics in Prometheus text format (`null` when
@@ -1746,37 +1997,175 @@ impl NativeRouted {
     #[napi(catch_unwind, ts_return_type = "Record<string, unknown>")]
     pub fn info(&self, env: Env) -> Result<Unknown<'static>> {
         let raw = env.raw();
-        let d = &self.routed.decision;
         let r = &self.routed.rendered;
-        let estimate = d.estimate.as_ref().map(|e| {
-            serde_json::json!({
-                "inputTokens": e.input_tokens,
-                "exact": e.exact,
-                "outputTokens": e.output_tokens,
-                "predictedCostUsd": e.predicted_cost_usd,
-                "contextWindow": e.context_window,
-                "fits": e.fits,
-            })
-        });
-        let v = serde_json::json!({
-            "policyId": d.policy_id(),
-            "strategy": d.strategy.as_str(),
-            "target": target_json(d.target()),
-            "fallbacks": d.fallbacks().map(target_json).collect::<Vec<_>>(),
-            "bucket": d.bucket,
-            "reason": d.reason,
-            "estimate": estimate,
-            "skipped": d.skipped.iter().map(|s| serde_json::json!({"target": s.target, "reason": s.reason})).collect::<Vec<_>>(),
-            "prompt": d.prompt,
-            "version": d.version,
-            "label": d.label,
-            "variant": d.variant,
-            "text": r.text,
-            "messages": r.messages.as_ref().map(to_json),
-            "config": to_json(&*r.config),
-        });
+        let mut v = decision_json(&self.routed.decision);
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("text".into(), to_json(&r.text));
+            m.insert("messages".into(), to_json(&r.messages));
+            m.insert("config".into(), to_json(&*r.config));
+        }
         Ok(unknown(raw, json_to_js(raw, &v)?))
     }
+}
+
+/// A routing decision as a plain object (camelCase fields).
+fn decision_json(d: &po::Decision) -> serde_json::Value {
+    let estimate = d.estimate.as_ref().map(|e| {
+        serde_json::json!({
+            "inputTokens": e.input_tokens,
+            "exact": e.exact,
+            "outputTokens": e.output_tokens,
+            "predictedCostUsd": e.predicted_cost_usd,
+            "contextWindow": e.context_window,
+            "fits": e.fits,
+        })
+    });
+    serde_json::json!({
+        "policyId": d.policy_id(),
+        "strategy": d.strategy.as_str(),
+        "target": target_json(d.target()),
+        "fallbacks": d.fallbacks().map(target_json).collect::<Vec<_>>(),
+        "bucket": d.bucket,
+        "reason": d.reason,
+        "estimate": estimate,
+        "skipped": d.skipped.iter().map(|s| serde_json::json!({"target": s.target, "reason": s.reason})).collect::<Vec<_>>(),
+        "prompt": d.prompt,
+        "version": d.version,
+        "label": d.label,
+        "variant": d.variant,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Provider calls: `complete` and `stream`
+//
+// A call runs on a runtime of the addon's own (its threads are not libuv
+// handles). Everything it reports reaches JS through ONE thread-safe
+// function, in order: each streamed chunk (a string), then the result (an
+// object) or the error (an `Error`). That function is referenced while the
+// call is pending — an awaited call keeps the process alive, as `fetch`
+// does — and released when the call settles, is cancelled, or its client
+// closes.
+
+/// The runtime provider calls run on (started on first use).
+fn call_runtime() -> po::Result<&'static tokio::runtime::Runtime> {
+    static RT: std::sync::OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
+        std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("promptops-call")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| po::Error::Config(format!("cannot start the provider-call runtime: {e}")))
+}
+
+/// What a call reports to JS.
+pub enum CallEvent {
+    Chunk(String),
+    Done(Box<po::provider::Completion>),
+    Failed(po::Error),
+}
+
+impl napi::bindgen_prelude::TypeName for CallEvent {
+    fn type_name() -> &'static str {
+        "CallEvent"
+    }
+
+    fn value_type() -> napi::ValueType {
+        napi::ValueType::Unknown
+    }
+}
+
+impl napi::bindgen_prelude::ToNapiValue for CallEvent {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        match val {
+            CallEvent::Chunk(text) => js_string(env, &text),
+            CallEvent::Done(c) => json_to_js(env, &completion_json(&c)),
+            CallEvent::Failed(e) => build_js_error(env, &e).or_else(|_| {
+                let mut err = ptr::null_mut();
+                let msg = js_string(env, &e.to_string())?;
+                check!(sys::napi_create_error(env, ptr::null_mut(), msg, &mut err));
+                Ok(err)
+            }),
+        }
+    }
+}
+
+type CallTsfn = ThreadsafeFunction<CallEvent, (), CallEvent, Status, false, false>;
+
+/// Per-call settings (`client.complete` / `client.stream` options).
+#[napi(object)]
+#[derive(Default, Clone)]
+pub struct CompleteSettings {
+    /// The sticky routing key (user id, session id, …).
+    pub route_key: Option<String>,
+    /// The label to look the prompt up under (default: the client's).
+    pub label: Option<String>,
+    /// Caller attributes attached to telemetry events (masked on export).
+    pub attributes: Option<std::collections::HashMap<String, String>>,
+    /// Overrides of the client's call settings.
+    pub call: Option<CallSettings>,
+}
+
+/// A call in flight (`cancel()` ends it: the request is dropped and the
+/// call fails with `CONFIG_ERROR` "cancelled").
+#[napi]
+pub struct NativeCall {
+    cancel: tokio::sync::watch::Sender<bool>,
+}
+
+#[napi]
+impl NativeCall {
+    /// End the call now (no effect once it settled).
+    #[napi(catch_unwind)]
+    pub fn cancel(&self) {
+        self.cancel.send_replace(true);
+    }
+}
+
+/// Resolves when `rx` turns `true`; never when its sender is gone.
+async fn signalled(mut rx: tokio::sync::watch::Receiver<bool>) {
+    if rx.wait_for(|v| *v).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn completion_json(c: &po::provider::Completion) -> serde_json::Value {
+    serde_json::json!({
+        "text": c.text,
+        "usage": {
+            "inputTokens": c.usage.input_tokens,
+            "outputTokens": c.usage.output_tokens,
+            "cachedInputTokens": c.usage.cached_input_tokens,
+            "reported": c.usage.reported,
+        },
+        "costUsd": c.cost_usd,
+        "latencyMs": c.latency_ms,
+        "ttftMs": c.ttft_ms,
+        "finishReason": c.finish_reason,
+        "responseModel": c.response_model,
+        "target": target_json(&c.target),
+        "prompt": c.prompt,
+        "version": c.version,
+        "variant": c.variant,
+        "decision": decision_json(&c.decision),
+        "attempts": c.attempts.iter().map(|a| serde_json::json!({
+            "target": a.target,
+            "provider": a.provider,
+            "model": a.model,
+            "ok": a.ok,
+            "skipped": a.skipped,
+            "errorType": a.error_type,
+            "status": a.status,
+            "message": a.message,
+            "retryAfterMs": a.retry_after_ms,
+            "latencyMs": a.latency_ms,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// Parse and check a routing policy (JSON text) the way the registry does
