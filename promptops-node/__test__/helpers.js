@@ -45,11 +45,11 @@ process.on('exit', () => {
  * resolves to `{ url, adminKey, sdkKey, proc }` once its stdout named them.
  * Its stdout is read for its whole life; it is killed when this process exits.
  */
-function startRegistry() {
+function startRegistry(extraArgs = []) {
   if (!fs.existsSync(REGISTRY_BIN)) {
     return Promise.reject(new Error(`the registry binary is not built (${REGISTRY_BIN}): run scripts/test-node.sh or set PROMPTOPS_SERVER_BIN`));
   }
-  const proc = spawn(REGISTRY_BIN, ['serve', '--demo', '--addr', '127.0.0.1:0'], {
+  const proc = spawn(REGISTRY_BIN, ['serve', '--demo', '--addr', '127.0.0.1:0', ...extraArgs], {
     cwd: tempDir(),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -149,6 +149,60 @@ function startMockProvider() {
   }));
 }
 
+/**
+ * A Redis for the live tests: the shared one scripts/test.sh starts (it
+ * exports PROMPTOPS_TEST_REDIS_URL), which must answer, else a
+ * `redis-server` of our own on a free loopback port (killed with this
+ * process). Never skips: no Redis fails the test. Resolves to `{ url, stop }`.
+ */
+async function startRedis() {
+  const net = require('node:net');
+  const answers = (port, host) =>
+    new Promise((resolve) => {
+      const s = net.connect({ port, host }, () => {
+        s.end();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+  const shared = process.env.PROMPTOPS_TEST_REDIS_URL;
+  if (shared) {
+    const u = new URL(shared);
+    if (!(await answers(Number(u.port || 6379), u.hostname))) {
+      throw new Error(`PROMPTOPS_TEST_REDIS_URL=${shared} names a Redis that does not answer (scripts/services.sh start)`);
+    }
+    return { url: shared, stop() {} };
+  }
+  const port = await new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port: p } = s.address();
+      s.close(() => resolve(p));
+    });
+  });
+  const proc = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', tempDir()],
+    { stdio: 'ignore' },
+  );
+  registries.add(proc);
+  proc.on('exit', () => registries.delete(proc));
+  const failed = new Promise((_, reject) =>
+    proc.once('error', (e) =>
+      reject(new Error(`cannot start redis-server (${e.message}); apt-get install -y redis-server (scripts/services.sh does)`)),
+    ),
+  );
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    if (await Promise.race([answers(port, '127.0.0.1'), failed])) break;
+    if (Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error('redis-server did not start within 10 s');
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return { url: `redis://127.0.0.1:${port}/`, stop: () => proc.kill('SIGKILL') };
+}
+
 function stopRegistry(reg) {
   if (reg && reg.proc.exitCode === null && reg.proc.signalCode === null) reg.proc.kill('SIGKILL');
 }
@@ -167,4 +221,5 @@ module.exports = {
   stopRegistry,
   MOCK_PROVIDER_BIN,
   startMockProvider,
+  startRedis,
 };
