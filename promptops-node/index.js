@@ -191,6 +191,7 @@ function deepFreeze(v) {
 class Prompt {
   #config = undefined;
   #variants = null;
+  #handle = null; // for native.renderFast, made on the first render
 
   constructor(n) {
     this[NATIVE] = n;
@@ -256,7 +257,13 @@ class Prompt {
       const text = enc.text;
       // One-byte (Latin-1) text crosses as a plain copy; V8 answers this
       // test in constant time for such strings.
-      out = this[NATIVE].renderEncoded(text, enc.ops, n, !NOT_LATIN1.test(text));
+      out = native.renderFast(
+        this.#handle ?? (this.#handle = this[NATIVE].handle()),
+        text,
+        enc.ops,
+        n,
+        !NOT_LATIN1.test(text),
+      );
     } finally {
       encoder.release(enc);
     }

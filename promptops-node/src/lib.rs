@@ -467,11 +467,21 @@ const SCRATCH_MIN: usize = 16 << 10;
 /// is a one-byte string (`index.js` checks), else UTF-16.
 trait Unit: Copy {
     fn to_value(units: &[Self]) -> Value;
+    /// Append the text as UTF-8 (map keys).
+    fn push_to(units: &[Self], out: &mut String);
 }
 
 impl Unit for u16 {
     fn to_value(units: &[u16]) -> Value {
         utf16_to_value(units)
+    }
+
+    fn push_to(units: &[u16], out: &mut String) {
+        if is_ascii_utf16(units) {
+            out.extend(units.iter().map(|&u| u as u8 as char));
+        } else {
+            out.push_str(&utf16_to_string(units));
+        }
     }
 }
 
@@ -482,6 +492,15 @@ impl Unit for u8 {
             Value::from(unsafe { std::str::from_utf8_unchecked(units) })
         } else {
             Value::from(units.iter().map(|&b| b as char).collect::<String>())
+        }
+    }
+
+    fn push_to(units: &[u8], out: &mut String) {
+        if units.is_ascii() {
+            // SAFETY: ASCII is UTF-8.
+            out.push_str(unsafe { std::str::from_utf8_unchecked(units) });
+        } else {
+            out.extend(units.iter().map(|&b| b as char));
         }
     }
 }
@@ -522,6 +541,97 @@ impl<U: Unit> Decoder<'_, U> {
             .ok_or_else(|| "truncated string data".to_string())?;
         self.pos = end;
         Ok(U::to_value(units))
+    }
+
+    /// Decode the variables into one [`Tree`]: the root and every small map
+    /// and list become views into it (no per-container allocation, keys
+    /// never become values); strings, numbers and large maps are values.
+    fn tree(mut self) -> std::result::Result<Value, String> {
+        let mut tree = Tree {
+            nodes: Vec::with_capacity(self.ops.len() / 2 + 1),
+            entries: Vec::new(),
+            items: Vec::new(),
+            keys: String::new(),
+        };
+        if self.ops.len() >= u32::MAX as usize || self.text.len() >= u32::MAX as usize {
+            return Err("variables too large".into());
+        }
+        let root = self.node(&mut tree, 0)?;
+        if self.op != self.ops.len() {
+            return Err("trailing data in variable encoding".into());
+        }
+        Ok(Tree::child(&Arc::new(tree), root))
+    }
+
+    /// Entries (`per` opcodes at least each) a container of `n` can have,
+    /// checked against what is left, so a bad count cannot allocate.
+    fn check_count(&self, n: usize, per: usize) -> std::result::Result<(), String> {
+        if n.saturating_mul(per) > self.ops.len() - self.op {
+            return Err("truncated variable encoding".into());
+        }
+        Ok(())
+    }
+
+    fn node(&mut self, t: &mut Tree, depth: u32) -> std::result::Result<u32, String> {
+        let at = self.op;
+        let op = self.next_op()?;
+        if op != OP_ARRAY && op != OP_OBJECT {
+            self.op = at;
+            let v = self.value(depth)?;
+            t.nodes.push(Node::Leaf(v));
+            return Ok((t.nodes.len() - 1) as u32);
+        }
+        if depth >= MAX_DEPTH {
+            return Err(format!(
+                "variables nest deeper than {MAX_DEPTH} levels (a circular structure?)"
+            ));
+        }
+        let n = self.next_len()?;
+        let idx = t.nodes.len() as u32;
+        if op == OP_ARRAY {
+            self.check_count(n, 1)?;
+            let start = t.items.len();
+            t.items.resize(start + n, 0);
+            t.nodes.push(Node::Seq {
+                start: start as u32,
+                len: n as u32,
+            });
+            for i in 0..n {
+                let child = self.node(t, depth + 1)?;
+                t.items[start + i] = child;
+            }
+        } else if n > SMALL_MAP {
+            // Large maps get an index: decoded as one value.
+            self.op = at;
+            let v = self.value(depth)?;
+            t.nodes.push(Node::Leaf(v));
+        } else {
+            self.check_count(n, 2)?;
+            let start = t.entries.len();
+            t.entries.resize(start + n, (0, 0, 0));
+            t.nodes.push(Node::Map {
+                start: start as u32,
+                len: n as u32,
+            });
+            for i in 0..n {
+                let len = self.next_len()?;
+                let end = self.pos + len;
+                let units = self
+                    .text
+                    .get(self.pos..end)
+                    .ok_or_else(|| "truncated string data".to_string())?;
+                self.pos = end;
+                let k0 = t.keys.len();
+                U::push_to(units, &mut t.keys);
+                let k1 = t.keys.len();
+                if k1 >= u32::MAX as usize {
+                    return Err("variables too large".into());
+                }
+                let child = self.node(t, depth + 1)?;
+                t.entries[start + i] = (k0 as u32, k1 as u32, child);
+            }
+        }
+        Ok(idx)
     }
 
     fn value(&mut self, depth: u32) -> std::result::Result<Value, String> {
@@ -748,6 +858,114 @@ impl minijinja::value::Object for SmallMap {
     }
 }
 
+/// Decoded variables: every small map and list of a render's variables
+/// lives in these few vectors, and the template sees them through [`View`]s
+/// (one small allocation when a template reaches a container, none per key).
+/// Leaves hold finished values; they never point back into the tree, so
+/// views (which hold the tree) form no cycle.
+struct Tree {
+    nodes: Vec<Node>,
+    /// Map entries: key start, key end (in `keys`), node.
+    entries: Vec<(u32, u32, u32)>,
+    /// List items: nodes.
+    items: Vec<u32>,
+    /// Every key's text, back to back.
+    keys: String,
+}
+
+enum Node {
+    Leaf(Value),
+    Map { start: u32, len: u32 },
+    Seq { start: u32, len: u32 },
+}
+
+impl Tree {
+    fn child(tree: &Arc<Tree>, node: u32) -> Value {
+        match &tree.nodes[node as usize] {
+            Node::Leaf(v) => v.clone(),
+            _ => Value::from_object(View {
+                tree: tree.clone(),
+                node,
+            }),
+        }
+    }
+
+    fn key(&self, entry: &(u32, u32, u32)) -> &str {
+        &self.keys[entry.0 as usize..entry.1 as usize]
+    }
+
+    fn range(&self, node: u32) -> (usize, usize, bool) {
+        match self.nodes[node as usize] {
+            Node::Map { start, len } => (start as usize, len as usize, true),
+            Node::Seq { start, len } => (start as usize, len as usize, false),
+            Node::Leaf(_) => (0, 0, true),
+        }
+    }
+}
+
+/// A map or list of the variables, as the template sees it.
+struct View {
+    tree: Arc<Tree>,
+    node: u32,
+}
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Values print through `Object::render`; this is for Rust debugging.
+        write!(f, "View({})", self.node)
+    }
+}
+
+impl minijinja::value::Object for View {
+    fn repr(self: &Arc<Self>) -> minijinja::value::ObjectRepr {
+        if self.tree.range(self.node).2 {
+            minijinja::value::ObjectRepr::Map
+        } else {
+            minijinja::value::ObjectRepr::Seq
+        }
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let (start, len, is_map) = self.tree.range(self.node);
+        if is_map {
+            return self.get_value_by_str(key.as_str()?);
+        }
+        let i = key.as_usize()?;
+        (i < len).then(|| Tree::child(&self.tree, self.tree.items[start + i]))
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        let (start, len, is_map) = self.tree.range(self.node);
+        if !is_map {
+            return None;
+        }
+        self.tree.entries[start..start + len]
+            .iter()
+            .find(|e| self.tree.key(e) == key)
+            .map(|e| Tree::child(&self.tree, e.2))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        use minijinja::value::ObjectExt;
+        let (_, len, is_map) = self.tree.range(self.node);
+        if !is_map {
+            return minijinja::value::Enumerator::Seq(len);
+        }
+        self.mapped_enumerator(|this| {
+            let (start, len, _) = this.tree.range(this.node);
+            Box::new(
+                this.tree.entries[start..start + len]
+                    .iter()
+                    .map(|e| Value::from(this.tree.key(e))),
+            )
+        })
+    }
+
+    fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
+        Some(self.tree.range(self.node).1)
+    }
+}
+
 /// Decode variables encoded by `index.js` (`text`: a string, `ops`: a
 /// `Float64Array`, `n`: how many opcodes are used).
 fn vars_from_encoded(
@@ -795,7 +1013,7 @@ fn vars_from_encoded(
                 text: &buf[..copied],
                 pos: 0,
             }
-            .value(0);
+            .tree();
             if buf.len() > SCRATCH_KEEP {
                 *buf = Vec::new(); // one huge render does not pin its memory
             }
@@ -813,7 +1031,7 @@ fn vars_from_encoded(
                 text: &buf[..copied],
                 pos: 0,
             }
-            .value(0);
+            .tree();
             if buf.len() > SCRATCH_KEEP {
                 *buf = Vec::new();
             }
@@ -2373,6 +2591,38 @@ impl NativePrompt {
         Ok(unknown(raw, v))
     }
 
+    /// An opaque handle to this prompt for `renderFast`, the render fast
+    /// path (`index.js` makes one per prompt, on its first render).
+    #[napi(catch_unwind, ts_return_type = "unknown")]
+    pub fn handle(&self, env: Env) -> Result<Unknown<'static>> {
+        unsafe extern "C" fn finalize(
+            _env: sys::napi_env,
+            data: *mut std::ffi::c_void,
+            _hint: *mut std::ffi::c_void,
+        ) {
+            // SAFETY: `data` is the `Box<FastPrompt>` leaked below, given
+            // back exactly once by this finalizer.
+            drop(unsafe { Box::from_raw(data.cast::<FastPrompt>()) });
+        }
+        let raw = env.raw();
+        let data = Box::into_raw(Box::new(FastPrompt {
+            prompt: self.prompt.clone(),
+        }));
+        let mut out = ptr::null_mut();
+        let status = unsafe {
+            sys::napi_create_external(raw, data.cast(), Some(finalize), ptr::null_mut(), &mut out)
+        };
+        if status != sys::Status::napi_ok {
+            drop(unsafe { Box::from_raw(data) });
+            return Err(napi::Error::new(
+                Status::from(status),
+                "promptops: cannot create a prompt handle".to_string(),
+            ));
+        }
+        check!(sys::napi_type_tag_object(raw, out, &FAST_PROMPT_TAG));
+        Ok(unknown(raw, out))
+    }
+
     /// Where a render's time goes, for the benchmark report: runs the fast
     /// path `iterations` times and returns mean nanoseconds of `[decode the
     /// variables, render in the core, create the JS result]`.
@@ -2474,6 +2724,64 @@ impl NativePrompt {
             estimated_cost_usd: cost,
         })
     }
+}
+
+/// What a prompt handle (`NativePrompt::handle`) points to.
+struct FastPrompt {
+    prompt: Prompt,
+}
+
+/// The type tag of prompt handles: `renderFast` checks it before it reads
+/// the external's pointer, so no other value can pass for a handle.
+const FAST_PROMPT_TAG: sys::napi_type_tag = sys::napi_type_tag {
+    lower: 0x7072_6f6d_7074_6f70, // "promptop"
+    upper: 0x7346_6173_7452_656e, // "sFastRen"
+};
+
+/// `renderEncoded` without the class-method machinery of napi-rs (the
+/// `this` unwrap and borrow tracking cost more than the rest of the call on
+/// small prompts): the prompt comes as a type-tagged external.
+#[napi(
+    catch_unwind,
+    js_name = "renderFast",
+    ts_args_type = "handle: unknown, text: string, ops: Float64Array, n: number, oneByte: boolean",
+    ts_return_type = "string | ChatMessage[]"
+)]
+pub fn render_fast(
+    env: Env,
+    handle: Unknown<'_>,
+    text: Unknown<'_>,
+    ops: Unknown<'_>,
+    n: u32,
+    one_byte: bool,
+) -> Result<Unknown<'static>> {
+    let raw = env.raw();
+    let mut tagged = false;
+    check!(sys::napi_check_object_type_tag(
+        raw,
+        handle.raw(),
+        &FAST_PROMPT_TAG,
+        &mut tagged
+    ));
+    if !tagged {
+        return Err(napi::Error::new(
+            Status::InvalidArg,
+            "promptops: not a prompt handle".to_string(),
+        ));
+    }
+    let mut data = ptr::null_mut();
+    check!(sys::napi_get_value_external(raw, handle.raw(), &mut data));
+    // SAFETY: the tag proves `handle` is one of our externals, whose data is
+    // a live `FastPrompt` (freed only by its finalizer, after `handle` died).
+    let fp = unsafe { &*data.cast::<FastPrompt>() };
+    let vars = vars_from_encoded(raw, fp.prompt.name(), text.raw(), ops.raw(), n, one_byte)?;
+    let out = fp.prompt.render(&vars).map_err(|e| js_error(raw, &e))?;
+    let v = match (&out.text, &out.messages) {
+        (Some(t), _) => js_string(raw, t)?,
+        (None, Some(m)) => messages_to_js(raw, m)?,
+        (None, None) => js_string(raw, "")?,
+    };
+    Ok(unknown(raw, v))
 }
 
 // ---------------------------------------------------------------------------
@@ -2578,6 +2886,60 @@ mod tests {
         assert!(number_value(3.5).as_i64().is_none());
         assert!(number_value(f64::NAN).is_none());
         assert!(number_value(1e300).as_i64().is_none());
+    }
+
+    /// The tree views render exactly like ordinary values.
+    #[test]
+    fn tree_views_render_like_values() {
+        // {"a": "x", "s": {"k": "v", "n2": {"deep": 1}}, "n": [1, "two", [3]], "e": {}, "l": []}
+        let text = utf16("axskvn2deepntwoel");
+        let ops = [
+            OP_OBJECT, 5.0, //
+            1.0, OP_STRING, 1.0, //
+            1.0, OP_OBJECT, 2.0, 1.0, OP_STRING, 1.0, 2.0, OP_OBJECT, 1.0, 4.0, OP_NUMBER,
+            1.0, //
+            1.0, OP_ARRAY, 3.0, OP_NUMBER, 1.0, OP_STRING, 3.0, OP_ARRAY, 1.0, OP_NUMBER,
+            3.0, //
+            1.0, OP_OBJECT, 0.0, //
+            1.0, OP_ARRAY, 0.0,
+        ];
+        let tree = Decoder {
+            ops: &ops,
+            op: 0,
+            text: &text,
+            pos: 0,
+        }
+        .tree()
+        .unwrap();
+        let plain: Value = serde_json::from_str(
+            r#"{"a": "x", "s": {"k": "v", "n2": {"deep": 1}}, "n": [1, "two", [3]], "e": {}, "l": []}"#,
+        )
+        .unwrap();
+        let tpl = "{{ a }}|{{ s.k }}|{{ s['n2'].deep }}|{% for x in n %}{{ x }},{% endfor %}|{{ n|length }}|\
+                   {{ n[-1] }}|{{ n[1:] }}|{{ s|tojson }}|{% for k, v in s|items %}{{ k }}={{ v }};{% endfor %}|\
+                   {{ 'k' in s }}|{{ 'z' in s }}|{{ 2 in n }}|{{ n|reverse|list }}|{{ s.missing is undefined }}|\
+                   {{ e|length }}{{ l|length }}|{{ e is mapping }}{{ l is sequence }}|{{ s }}|{{ n }}|{{ n|join('-') }}|\
+                   {{ s|dictsort }}|{{ n[0] + n[2][0] }}|{% if e %}full{% else %}empty{% endif %}|{{ l|first is undefined }}";
+        let env = minijinja::Environment::new();
+        let a = env.render_str(tpl, &tree).unwrap();
+        let b = env.render_str(tpl, &plain).unwrap();
+        assert_eq!(a, b);
+        assert!(a.starts_with("x|v|1|1,two,[3],|3|[3]|"), "{a}");
+        assert_eq!(tree.get_attr("s").unwrap().len(), Some(2));
+        // Bad input is an error, not a panic.
+        for bad in [
+            &ops[..9],
+            &[OP_OBJECT, 1e12][..],
+            &[OP_ARRAY, 5.0, OP_NULL][..],
+        ] {
+            let d = Decoder {
+                ops: bad,
+                op: 0,
+                text: &text,
+                pos: 0,
+            };
+            assert!(d.tree().is_err());
+        }
     }
 
     #[test]
