@@ -9,6 +9,15 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/**
+ * A call in flight (`cancel()` ends it: the request is dropped and the
+ * call fails with `CONFIG_ERROR` "cancelled").
+ */
+export declare class NativeCall {
+  /** End the call now (no effect once it settled). */
+  cancel(): void
+}
+
 /** The native client. Use `Client` from `promptops` instead. */
 export declare class NativeClient {
   /**
@@ -83,6 +92,14 @@ export declare class NativeClient {
   /** A quality score in `[0, 1]` for the decision's target. */
   recordQuality(decision: NativeRouted, score: number): void
   /**
+   * Render `name` with the encoded variables, route it, call the chosen
+   * provider with failover and record the outcome
+   * (`Client::complete_with`), off the JS thread. `callback` gets, in
+   * order: each streamed text chunk (a string; `streaming` only), then
+   * the completion (an object) or the error (an `Error`), exactly once.
+   */
+  complete(name: string, text: string, ops: Float64Array, n: number, oneByte: boolean, options: CompleteSettings, streaming: boolean, callback: (event: string | Error | Record<string, any>) => void): NativeCall
+  /**
    * The telemetry metrics in Prometheus text format (`null` when
    * telemetry is off).
    */
@@ -118,6 +135,11 @@ export declare class NativePrompt {
   /** Render with variables encoded by `index.js` (the fast path). */
   renderEncoded(text: string, ops: Float64Array, n: number, oneByte: boolean): string | ChatMessage[]
   /**
+   * An opaque handle to this prompt for `renderFast`, the render fast
+   * path (`index.js` makes one per prompt, on its first render).
+   */
+  handle(): unknown
+  /**
    * Where a render's time goes, for the benchmark report: runs the fast
    * path `iterations` times and returns mean nanoseconds of `[decode the
    * variables, render in the core, create the JS result]`.
@@ -149,6 +171,22 @@ export declare class NativeRouted {
  * as a JS exception and never end the process.
  */
 export declare function __panicForTests(): void
+
+/** Settings of a provider call (client defaults, overridable per call). */
+export interface CallSettings {
+  /** Stream the response (SSE); `stream()` always does. */
+  stream?: boolean
+  /** Longest one attempt may take, in ms (default 60,000). */
+  timeoutMs?: number
+  /** Streams: longest wait for the first token, in ms (default 20,000). */
+  ttftTimeoutMs?: number
+  /** Longest a connect may take, in ms (default 5,000; client-wide only). */
+  connectTimeoutMs?: number
+  /** Failure classes failed over on (default: the policy's `failover.on`). */
+  failoverOn?: Array<'connect' | 'timeout' | 'rate_limited' | 'server_error' | 'malformed_response' | 'client_error'>
+  /** Most attempts (default: the policy's, else every target). */
+  maxAttempts?: number
+}
 
 /** A chat message, as the OpenAI and Anthropic SDKs take it. */
 export interface ChatMessage {
@@ -194,6 +232,25 @@ export interface ClientOptions {
    * `metricsText()`).
    */
   telemetry?: TelemetryOptions
+  /**
+   * Provider endpoints by the name policies use (`openai` and
+   * `anthropic` exist by default: these add or replace).
+   */
+  providers?: Record<string, ProviderOptions>
+  /** Default settings of `complete` and `stream`. */
+  call?: CallSettings
+}
+
+/** Per-call settings (`client.complete` / `client.stream` options). */
+export interface CompleteSettings {
+  /** The sticky routing key (user id, session id, …). */
+  routeKey?: string
+  /** The label to look the prompt up under (default: the client's). */
+  label?: string
+  /** Caller attributes attached to telemetry events (masked on export). */
+  attributes?: Record<string, string>
+  /** Overrides of the client's call settings. */
+  call?: CallSettings
 }
 
 /**
@@ -247,10 +304,38 @@ export interface PromptChange {
 }
 
 /**
+ * Where a provider is served. API keys come from `apiKey` or the
+ * environment variable `apiKeyEnv` (default `OPENAI_API_KEY` /
+ * `ANTHROPIC_API_KEY` for `openai` / `anthropic`), read at call time;
+ * they are never logged nor put in errors.
+ */
+export interface ProviderOptions {
+  /**
+   * `openai` (Chat Completions, also OpenAI-compatible servers) or
+   * `anthropic` (Messages). Default: `anthropic` for the provider named
+   * `anthropic`, else `openai`.
+   */
+  protocol?: 'openai' | 'anthropic'
+  /** Base URL including the API version path (`https://api.openai.com/v1`). */
+  baseUrl?: string
+  apiKey?: string
+  apiKeyEnv?: string
+  /** Extra request headers (treated as secrets). */
+  headers?: Record<string, string>
+}
+
+/**
  * `index.js` calls this once per environment with `{ CODE: Class, … }`;
  * core errors are then thrown as instances of those classes.
  */
 export declare function registerErrorClasses(classes: object): void
+
+/**
+ * `renderEncoded` without the class-method machinery of napi-rs (the
+ * `this` unwrap and borrow tracking cost more than the rest of the call on
+ * small prompts): the prompt comes as a type-tagged external.
+ */
+export declare function renderFast(handle: unknown, text: string, ops: Float64Array, n: number, oneByte: boolean): string | ChatMessage[]
 
 /**
  * The sticky bucket in `[0, 10000)` of `key` for a policy id and

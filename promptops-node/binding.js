@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.NativeCall = nativeBinding.NativeCall
 module.exports.NativeClient = nativeBinding.NativeClient
 module.exports.NativePrompt = nativeBinding.NativePrompt
 module.exports.NativeRouted = nativeBinding.NativeRouted
@@ -844,6 +845,7 @@ module.exports.createClient = nativeBinding.createClient
 module.exports.estimateCost = nativeBinding.estimateCost
 module.exports.openClient = nativeBinding.openClient
 module.exports.registerErrorClasses = nativeBinding.registerErrorClasses
+module.exports.renderFast = nativeBinding.renderFast
 module.exports.routeBucket = nativeBinding.routeBucket
 module.exports.tokenizerForModel = nativeBinding.tokenizerForModel
 module.exports.validatePolicy = nativeBinding.validatePolicy

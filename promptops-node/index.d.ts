@@ -50,6 +50,121 @@ export interface ClientOptions {
    * exports them (Prometheus text, GenAI metric names). `true` = defaults.
    */
   telemetry?: boolean | TelemetryOptions;
+  /**
+   * Provider endpoints by the name routing policies use. `openai` and
+   * `anthropic` exist by default (keys from `OPENAI_API_KEY` /
+   * `ANTHROPIC_API_KEY`); entries add or replace, e.g. an OpenAI-compatible
+   * server: `{ local: { baseUrl: 'http://127.0.0.1:8000/v1' } }`.
+   */
+  providers?: Record<string, ProviderOptions>;
+  /** Default settings of `complete` and `stream`. */
+  call?: CallSettings;
+}
+
+/** Where a provider is served. Keys are never logged nor put in errors. */
+export interface ProviderOptions {
+  /** Wire protocol (default: `anthropic` for the provider named `anthropic`, else `openai`). */
+  protocol?: 'openai' | 'anthropic';
+  /** Base URL including the API version path (`https://api.openai.com/v1`); required for new names. */
+  baseUrl?: string | URL;
+  /** The API key (else read from `apiKeyEnv` at call time). */
+  apiKey?: string;
+  /** The environment variable holding the key. */
+  apiKeyEnv?: string;
+  /** Extra request headers (treated as secrets). */
+  headers?: Record<string, string>;
+}
+
+/** Settings of a provider call. */
+export interface CallSettings {
+  /** Stream the response (SSE; gives `ttftMs`). `stream()` and `onChunk` always stream. */
+  stream?: boolean;
+  /** Longest one attempt may take, in ms (default 60,000). */
+  timeoutMs?: number;
+  /** Streams: longest wait for the first token, in ms (default 20,000). */
+  ttftTimeoutMs?: number;
+  /** Longest a connect may take, in ms (default 5,000). Client option only. */
+  connectTimeoutMs?: number;
+  /** Failure classes failed over on (default: the policy's `failover.on`). */
+  failoverOn?: FailureClass[];
+  /** Most attempts (default: the policy's, else every target). */
+  maxAttempts?: number;
+}
+
+/** Options of `client.complete(…)` and `client.stream(…)`. */
+export interface CompleteOptions extends RouteOptions, Omit<CallSettings, 'connectTimeoutMs'> {
+  /** Caller attributes attached to telemetry events (masked on export). */
+  attributes?: Record<string, string>;
+  /** Cancels the call: the promise rejects with `signal.reason`. */
+  signal?: AbortSignal;
+  /** `complete` only: streams the answer, calling this with each text chunk. */
+  onChunk?: (text: string) => void;
+}
+
+/** Token usage of a call, as the provider reported it (`reported`) or counted here. */
+export interface Usage {
+  inputTokens: number;
+  outputTokens: number;
+  cachedInputTokens: number;
+  reported: boolean;
+}
+
+/** One attempt of a `complete`. */
+export interface Attempt {
+  /** The target id (`provider/model`, or the policy's id for it). */
+  target: string;
+  provider: string;
+  model: string;
+  ok: boolean;
+  /** Not called: its circuit was open. */
+  skipped: boolean;
+  /** `connect`, `timeout`, `ttft_timeout`, `rate_limited`, `server_error`, … */
+  errorType: string | null;
+  status: number | null;
+  message: string | null;
+  /** A 429's `Retry-After`, in ms. */
+  retryAfterMs: number | null;
+  latencyMs: number;
+}
+
+/** The routing decision behind a completion. */
+export type CompletionDecision = Omit<Decision, 'text' | 'messages' | 'config'>;
+
+/** What `client.complete` resolves to (and `stream(…).completion`). */
+export interface Completion {
+  text: string;
+  usage: Usage;
+  /** From the usage and the price table; `null` for an unpriced model. */
+  costUsd: number | null;
+  /** Of the successful attempt, in ms. */
+  latencyMs: number;
+  /** Streams only: time to the first token, in ms. */
+  ttftMs: number | null;
+  finishReason: string | null;
+  /** The model the provider says answered. */
+  responseModel: string | null;
+  /** The target that answered. */
+  target: RouteTarget;
+  /** The prompt sent (differs from the one asked for after a `fallback_prompt`), its version and variant. */
+  prompt: string;
+  version: number;
+  variant: string | null;
+  decision: CompletionDecision;
+  /** Every attempt, in order. */
+  attempts: Attempt[];
+}
+
+/** What `client.stream` returns: an async iterable of text chunks. */
+export declare class CompletionStream implements AsyncIterableIterator<string> {
+  private constructor();
+  /** Settles with the `Completion` once the stream ended, or with its error. */
+  readonly completion: Promise<Completion>;
+  [Symbol.asyncIterator](): AsyncIterableIterator<string>;
+  next(): Promise<IteratorResult<string, undefined>>;
+  /** Leaving a `for await` loop early ends the call. */
+  return(): Promise<IteratorResult<string, undefined>>;
+  /** End the call now (`completion` rejects with a `CONFIG_ERROR`). */
+  cancel(): void;
 }
 
 /** Telemetry settings. */
@@ -341,6 +456,19 @@ export declare class Client extends EventEmitter {
   recordTarget(decision: Decision, target: string | RouteTarget, outcome: Outcome, attempt?: number): void;
   /** A quality score in `[0, 1]` for the decision's target. */
   recordQuality(decision: Decision, score: number): void;
+  /**
+   * Render, route, call the chosen provider with failover, and record the
+   * outcome, off the event loop. Rejects with `ProviderError`
+   * (`PROVIDER_ERROR`, with `status`, `errorType`, `attempts`) when every
+   * target failed.
+   */
+  complete(name: string, vars?: Record<string, unknown> | null, options?: CompleteOptions): Promise<Completion>;
+  /**
+   * `complete`, streamed: `for await (const chunk of client.stream(…))`;
+   * `.completion` gives the `Completion`. A stream that fails before its
+   * first token fails over; after it, the iteration throws.
+   */
+  stream(name: string, vars?: Record<string, unknown> | null, options?: Omit<CompleteOptions, 'onChunk' | 'stream'>): CompletionStream;
   /** Telemetry metrics in Prometheus text format; `null` without `telemetry`. */
   metricsText(): string | null;
   /** Stop live delivery and change events, and refuse further lookups. */

@@ -191,6 +191,7 @@ function deepFreeze(v) {
 class Prompt {
   #config = undefined;
   #variants = null;
+  #handle = null; // for native.renderFast, made on the first render
 
   constructor(n) {
     this[NATIVE] = n;
@@ -256,7 +257,13 @@ class Prompt {
       const text = enc.text;
       // One-byte (Latin-1) text crosses as a plain copy; V8 answers this
       // test in constant time for such strings.
-      out = this[NATIVE].renderEncoded(text, enc.ops, n, !NOT_LATIN1.test(text));
+      out = native.renderFast(
+        this.#handle ?? (this.#handle = this[NATIVE].handle()),
+        text,
+        enc.ops,
+        n,
+        !NOT_LATIN1.test(text),
+      );
     } finally {
       encoder.release(enc);
     }
@@ -282,7 +289,44 @@ const OPTION_KEYS = [
   'fuel',
   'maxOutputBytes',
   'telemetry',
+  'providers',
+  'call',
 ];
+
+const CALL_NUMBERS = ['timeoutMs', 'ttftTimeoutMs', 'connectTimeoutMs', 'maxAttempts'];
+
+/** `{ stream, timeoutMs, ttftTimeoutMs, connectTimeoutMs, failoverOn, maxAttempts }`, normalised. */
+function callSettings(c) {
+  if (typeof c !== 'object' || c === null) throw new TypeError('promptops: call settings must be an object');
+  const out = {};
+  if (c.stream !== undefined && c.stream !== null) out.stream = Boolean(c.stream);
+  for (const k of CALL_NUMBERS) if (c[k] !== undefined && c[k] !== null) out[k] = Number(c[k]);
+  if (c.failoverOn !== undefined && c.failoverOn !== null) {
+    if (!Array.isArray(c.failoverOn)) throw new TypeError('promptops: failoverOn must be an array of failure classes');
+    out.failoverOn = c.failoverOn.map(String);
+  }
+  return out;
+}
+
+/** `{ name: { protocol, baseUrl, apiKey, apiKeyEnv, headers } }`, normalised. */
+function providersOptions(p) {
+  if (typeof p !== 'object' || p === null) throw new TypeError('promptops: providers must be an object keyed by provider name');
+  const out = {};
+  for (const [name, e] of Object.entries(p)) {
+    if (typeof e !== 'object' || e === null) throw new TypeError(`promptops: providers.${name} must be an object`);
+    const o = {};
+    for (const k of ['protocol', 'baseUrl', 'apiKey', 'apiKeyEnv']) {
+      const v = e[k];
+      if (v !== undefined && v !== null) o[k] = v instanceof URL ? v.href : String(v);
+    }
+    if (e.headers !== undefined && e.headers !== null) {
+      o.headers = {};
+      for (const [h, v] of Object.entries(e.headers)) o.headers[h] = String(v);
+    }
+    out[name] = o;
+  }
+  return out;
+}
 
 function telemetryOptions(t) {
   const out = {};
@@ -303,7 +347,9 @@ function nativeOptions(options) {
       if (v === true) out[k] = {};
       else if (typeof v === 'object') out[k] = telemetryOptions(v);
       else throw new TypeError('promptops: telemetry must be true, false or an options object');
-    } else if (k === 'startupWait' || k === 'fuel' || k === 'maxOutputBytes') out[k] = Number(v);
+    } else if (k === 'providers') out[k] = providersOptions(v);
+    else if (k === 'call') out[k] = callSettings(v);
+    else if (k === 'startupWait' || k === 'fuel' || k === 'maxOutputBytes') out[k] = Number(v);
     else if (k === 'strict') out[k] = Boolean(v);
     else out[k] = v instanceof URL ? v.href : String(v);
   }
@@ -518,6 +564,76 @@ class Client extends EventEmitter {
   }
 
   /**
+   * Render `name`, route it (`routeKey`, `label`), call the chosen provider,
+   * fail over (connection errors, timeouts, 429 and 5xx, per the policy) and
+   * record what happened. Resolves to the `Completion` (`text`, `usage`,
+   * `costUsd`, `latencyMs`, `target`, every attempt); rejects with a
+   * `ProviderError` (`code` `PROVIDER_ERROR`, with `status`, `errorType`,
+   * `attempts`) when every target failed. The call runs off the event loop.
+   * `onChunk(text)` streams the answer; `signal` (an `AbortSignal`) cancels.
+   */
+  complete(name, vars, options) {
+    const onChunk = options?.onChunk ?? undefined;
+    if (onChunk !== undefined && typeof onChunk !== 'function') {
+      return Promise.reject(new TypeError('promptops: onChunk must be a function'));
+    }
+    const signal = options?.signal ?? undefined;
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      let call = null;
+      let failure = null; // an error of onChunk, or the abort reason
+      const onAbort = () => {
+        failure ??= { error: signal.reason };
+        call?.cancel();
+      };
+      call = this.#call(name, vars, options, onChunk !== undefined, (ev) => {
+        if (typeof ev === 'string') {
+          if (failure !== null) return;
+          try {
+            onChunk(ev);
+          } catch (e) {
+            failure = { error: e };
+            call.cancel();
+          }
+          return;
+        }
+        signal?.removeEventListener('abort', onAbort);
+        if (failure !== null) reject(failure.error);
+        else if (ev instanceof Error) reject(ev);
+        else resolve(ev);
+      });
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /**
+   * `complete`, streamed: an async iterable of text chunks
+   * (`for await (const chunk of client.stream(name, vars))`), whose
+   * `completion` promise settles with the `Completion` (or the error) once
+   * the stream ended. A stream that fails before its first token fails over
+   * like `complete`; after it, the error is thrown by the iteration.
+   * Leaving the loop early (`break`) or `cancel()` ends the call.
+   */
+  stream(name, vars, options) {
+    return new CompletionStream((onEvent) => this.#call(name, vars, options, true, onEvent), options?.signal ?? undefined);
+  }
+
+  #call(name, vars, options, streaming, onEvent) {
+    const settings = completeSettings(options);
+    const enc = encoder.acquire();
+    try {
+      const n = enc.encode(vars);
+      const text = enc.text;
+      return this.#native.complete(String(name), text, enc.ops, n, !NOT_LATIN1.test(text), settings, streaming, onEvent);
+    } finally {
+      encoder.release(enc);
+    }
+  }
+
+  /**
    * The telemetry metrics (GenAI semantic-convention names) in Prometheus
    * text exposition format; `null` when the client was built without
    * `telemetry`.
@@ -530,6 +646,134 @@ class Client extends EventEmitter {
   close() {
     this.#native.close();
     this.#prompts.clear();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Provider calls
+
+const COMPLETE_CALL_KEYS = ['stream', 'timeoutMs', 'ttftTimeoutMs', 'failoverOn', 'maxAttempts'];
+
+function completeSettings(options) {
+  if (options === undefined || options === null) return {};
+  if (typeof options !== 'object') throw new TypeError('promptops: call options must be an object');
+  const out = {};
+  if (options.routeKey !== undefined && options.routeKey !== null) out.routeKey = String(options.routeKey);
+  if (options.label !== undefined && options.label !== null) out.label = String(options.label);
+  if (options.attributes !== undefined && options.attributes !== null) {
+    out.attributes = {};
+    for (const [k, v] of Object.entries(options.attributes)) out.attributes[k] = String(v);
+  }
+  if (COMPLETE_CALL_KEYS.some((k) => options[k] !== undefined && options[k] !== null)) {
+    if (options.connectTimeoutMs !== undefined) {
+      throw new TypeError('promptops: connectTimeoutMs is a client setting (new Client({ call: { connectTimeoutMs } }))');
+    }
+    out.call = callSettings(options);
+  }
+  return out;
+}
+
+/**
+ * What `client.stream` returns: an async iterable of text chunks, and
+ * `completion`, a promise of the `Completion` (or the error) once the
+ * stream ended.
+ */
+class CompletionStream {
+  #chunks = [];
+  #waiting = null; // { resolve, reject } of a pending next()
+  #done = false;
+  #error = null;
+  #call = null;
+  #settle;
+
+  constructor(start, signal) {
+    let resolve;
+    let reject;
+    /** Settles with the `Completion` once the stream ended (or with its error). */
+    this.completion = new Promise((a, b) => {
+      resolve = a;
+      reject = b;
+    });
+    // Iterating alone reports the error; an ignored `completion` is not an
+    // unhandled rejection.
+    this.completion.catch(() => {});
+    this.#settle = { resolve, reject };
+    if (signal?.aborted) {
+      this.#finish(signal.reason, null);
+      return;
+    }
+    const onAbort = () => this.#cancelWith(signal.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    this.#call = start((ev) => {
+      if (typeof ev === 'string') {
+        if (this.#done) return;
+        if (this.#waiting !== null) {
+          const w = this.#waiting;
+          this.#waiting = null;
+          w.resolve({ value: ev, done: false });
+        } else this.#chunks.push(ev);
+        return;
+      }
+      signal?.removeEventListener('abort', onAbort);
+      if (ev instanceof Error) this.#finish(ev, null);
+      else this.#finish(null, ev);
+    });
+  }
+
+  #finish(error, completion) {
+    if (this.#done) return;
+    this.#done = true;
+    this.#error = error;
+    if (error !== null) this.#settle.reject(error);
+    else this.#settle.resolve(completion);
+    if (this.#waiting !== null && this.#chunks.length === 0) {
+      const w = this.#waiting;
+      this.#waiting = null;
+      if (error !== null) w.reject(error);
+      else w.resolve({ value: undefined, done: true });
+    }
+  }
+
+  #cancelWith(reason) {
+    if (this.#done) return;
+    this.#call?.cancel();
+    this.#finish(reason, null);
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+
+  /** The next chunk (`{ value, done }`); throws the call's error, if any, after the chunks before it. */
+  next() {
+    if (this.#chunks.length > 0) return Promise.resolve({ value: this.#chunks.shift(), done: false });
+    if (this.#done) {
+      if (this.#error !== null) {
+        const e = this.#error;
+        this.#error = null; // thrown once; later calls report the end
+        return Promise.reject(e);
+      }
+      return Promise.resolve({ value: undefined, done: true });
+    }
+    if (this.#waiting !== null) return Promise.reject(new Error('promptops: next() called again before the previous one settled'));
+    return new Promise((resolve, reject) => {
+      this.#waiting = { resolve, reject };
+    });
+  }
+
+  /** Leaving a `for await` loop early: ends the call. */
+  return() {
+    this.cancel();
+    this.#chunks.length = 0;
+    this.#error = null;
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  /** End the call now: `completion` rejects with a cancellation error (`CONFIG_ERROR`). */
+  cancel() {
+    if (this.#done) return;
+    this.#call?.cancel();
+    // The native side reports the cancellation as the call's last event.
   }
 }
 
@@ -636,6 +880,7 @@ module.exports = {
   Client,
   Prompt,
   Rendered,
+  CompletionStream,
   countTokens,
   countTokensDetailed,
   tokenizerForModel,

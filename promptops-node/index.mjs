@@ -8,6 +8,7 @@ export const {
   Client,
   Prompt,
   Rendered,
+  CompletionStream,
   countTokens,
   countTokensDetailed,
   tokenizerForModel,

@@ -119,6 +119,33 @@ test('variables follow JSON.stringify semantics', () => {
   assert.equal(client.get('v/hello').render({ name: nested }).text, 'Hello Hello inner!!');
 });
 
+test('encoded variables render exactly like the same variables parsed from JSON', () => {
+  // The render path decodes variables into a tree of views (maps and lists
+  // are not copied into values); this compares it with the serde path on
+  // templates that use maps and lists in every way minijinja allows.
+  const client = new Client({ bundle });
+  const native = (p) => p[Object.getOwnPropertySymbols(p)[0]];
+  const wide = {};
+  for (let i = 0; i < 20; i++) wide[`w${i}`] = { i, tags: [`t${i}`, i % 2 === 0] };
+  const cases = [
+    { a: 'x', s: { k: 'v', 'k é': 'latin1 key', n2: { deep: [1, 2, { z: null }] } }, n: [3, 'two', [1], {}, []], e: {}, l: [] },
+    { s: { 'ключ': 'значение', '😀': 'emoji key', k: 'v' }, n: ['ä', 'ö', '中文'], a: 'two-byte text', e: { x: 1 }, l: [0] },
+    { a: 'wide', s: wide, n: Array.from({ length: 40 }, (_, i) => ({ i, s: `item ${i}` })), e: {}, l: [[[]]] },
+  ];
+  const tmpl = [
+    '{{ a }}|{{ s|length }}|{{ n|length }}|{{ n[-1] }}|{{ n[1:3] }}|{{ s|tojson }}|{{ n|tojson }}',
+    '{% for k, v in s|items %}{{ k }}={{ v }};{% endfor %}|{% for x in n %}{{ loop.index }}:{{ x }},{% endfor %}',
+    "{{ 'k' in s }}|{{ e is mapping }}|{{ l is sequence }}|{% if e %}E{% endif %}{% if l %}L{% endif %}|{{ s|dictsort|first }}",
+    "{{ n|reverse|list|length }}|{{ s.missing is undefined }}|{{ n[0] }}|{{ s.n2.deep[2].z if s.n2 is defined else 'none' }}|{{ l }}|{{ e }}",
+    "{{ (s.w3.tags if s.w3 is defined else []) | join(',') }}|{{ n|selectattr('i', 'defined')|list|length }}|{{ s|list|sort|first }}",
+  ].join('\n');
+  for (const vars of cases) {
+    const p = client.get('v/none', { fallback: tmpl });
+    const encoded = p.render(vars).text;
+    assert.equal(encoded, native(p).__renderJson(JSON.stringify(vars)), JSON.stringify(vars).slice(0, 80));
+  }
+});
+
 test('fallbacks: text and chat', () => {
   const client = new Client({ bundle });
   const t = client.get('v/missing', { fallback: 'Hi {{ name }}' });

@@ -19,7 +19,12 @@ test('examples/quickstart.ts runs', () => {
   const file = path.join(PKG, 'examples', '.quickstart.test-build.js');
   fs.writeFileSync(file, js);
   try {
-    const out = execFileSync(process.execPath, [file, EXAMPLE_PROMPTS], { encoding: 'utf8', timeout: 30000 });
+    const out = execFileSync(process.execPath, [file, EXAMPLE_PROMPTS], {
+      encoding: 'utf8',
+      timeout: 30000,
+      // Without a key the example skips its provider calls (no network in tests).
+      env: { ...process.env, OPENAI_API_KEY: '' },
+    });
     assert.match(out, /== support\/reply v1 \(label production, source disk\)/);
     assert.match(out, /\[user\] Hi, I'm Dana\. Where is my order A-20931\?/);
     assert.match(out, /variant for claude-haiku-4-5: model claude-haiku-4-5/);

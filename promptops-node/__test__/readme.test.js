@@ -5,14 +5,16 @@
 // transpiled with the typescript package first; blocks with `import` or a
 // top-level `await` run as ES modules. Blocks that read PROMPTOPS_SERVER get
 // a live registry (`promptops serve --demo`) through PROMPTOPS_SERVER and
-// PROMPTOPS_SDK_KEY.
+// PROMPTOPS_SDK_KEY. Blocks that read OPENAI_BASE_URL call the mock provider
+// (tests/mock_provider) through OPENAI_BASE_URL and OPENAI_API_KEY; the
+// first 503 it answers is scripted for the first `maxAttempts: 1` call.
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 const { execFileSync } = require('node:child_process');
 const ts = require('typescript');
-const { PKG, EXAMPLE_PROMPTS, tempDir, REGISTRY_BIN_SKIP, startRegistry, stopRegistry } = require('./helpers.js');
+const { PKG, EXAMPLE_PROMPTS, tempDir, REGISTRY_BIN_SKIP, startRegistry, stopRegistry, startMockProvider } = require('./helpers.js');
 
 function codeBlocks(markdown) {
   const blocks = [];
@@ -42,7 +44,11 @@ test('README has JS and TS examples', () => {
 });
 
 let registry = null;
-test.after(() => stopRegistry(registry));
+let mock = null;
+test.after(() => {
+  stopRegistry(registry);
+  mock?.stop();
+});
 
 for (const b of blocks) {
   const live = b.code.includes('PROMPTOPS_SERVER');
@@ -52,6 +58,18 @@ for (const b of blocks) {
       registry ??= await startRegistry();
       env.PROMPTOPS_SERVER = registry.url;
       env.PROMPTOPS_SDK_KEY = registry.sdkKey;
+    }
+    const calls = b.code.includes('OPENAI_BASE_URL');
+    if (calls) {
+      mock ??= await startMockProvider();
+      env.OPENAI_BASE_URL = mock.url;
+      env.OPENAI_API_KEY = 'sk-readme-test';
+      // Two calls succeed (complete, stream), the third meets a 503.
+      await mock.script('gpt-4o-mini', [
+        { kind: 'ok', text: 'Your order A-1042 ships today.' },
+        { kind: 'ok', text: 'Your order A-1042 ships today.', chunk_delay_ms: 2 },
+        { kind: 'status', code: 503 },
+      ]);
     }
     const dir = workspace();
     let code = b.code;
@@ -72,6 +90,12 @@ for (const b of blocks) {
       assert.fail(`README.md line ${b.line} failed:\n${e.stderr || e.message}`);
     }
     assert.ok(stdout.length > 0, 'prints something');
+    if (calls) {
+      assert.match(stdout, /^gpt-4o-mini Your order A-1042 ships today\.$/m);
+      assert.match(stdout, /^PROVIDER_ERROR server_error 503 1$/m);
+      const sent = await mock.received();
+      assert.ok(sent.every((r) => r.authorization === 'Bearer sk-readme-test'));
+    }
     if (process.env.PROMPTOPS_SHOW_README_OUTPUT) console.log(`--- line ${b.line}\n${stdout}`);
   });
 }

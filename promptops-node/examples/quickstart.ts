@@ -7,7 +7,7 @@
 // or after compiling it with tsc.
 import * as path from 'node:path';
 import { Client, PromptOpsError, VariableError, countTokens, estimateCost } from 'promptops';
-import type { ChatMessage, Decision, Outcome, PromptChange, Rendered } from 'promptops';
+import type { ChatMessage, Completion, Decision, Outcome, PromptChange, Rendered } from 'promptops';
 
 const dir = process.argv[2] ?? path.join(__dirname, '..', '..', 'examples', 'prompts');
 
@@ -65,10 +65,24 @@ async function main(): Promise<void> {
   const outcome: Outcome = { ok: true, latencyMs: 640, inputTokens: 52, outputTokens: 180 };
   client.record(decision, outcome);
 
+  // Or let the SDK make the call: route, call with failover, record. Needs
+  // the provider's key (OPENAI_API_KEY), so it only runs when one is set.
+  if (process.env.OPENAI_API_KEY) await ask(client);
+
   const n: number = countTokens('hello world', { model: 'gpt-4o' });
   const cost: number | null = estimateCost('gpt-4o', n, 100);
   console.log(`${n} tokens; $${cost} with 100 output tokens`);
   client.close();
+}
+
+async function ask(client: Client): Promise<void> {
+  const vars = { user_name: 'Dana', company: 'Acme Tools', order_id: 'A-20931' };
+  const done: Completion = await client.complete('support/reply', vars, { routeKey: 'user-42', timeoutMs: 30000 });
+  console.log(`${done.target.model}: ${done.text} (${done.usage.outputTokens} tokens, $${done.costUsd ?? 0}, ${done.attempts.length} attempt(s))`);
+  const stream = client.stream('support/reply', vars, { routeKey: 'user-42' });
+  for await (const chunk of stream) process.stdout.write(chunk);
+  const streamed: Completion = await stream.completion;
+  console.log(`\nfirst token after ${streamed.ttftMs ?? 0} ms`);
 }
 
 main().catch((e: unknown) => {

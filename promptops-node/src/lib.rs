@@ -467,11 +467,21 @@ const SCRATCH_MIN: usize = 16 << 10;
 /// is a one-byte string (`index.js` checks), else UTF-16.
 trait Unit: Copy {
     fn to_value(units: &[Self]) -> Value;
+    /// Append the text as UTF-8 (map keys).
+    fn push_to(units: &[Self], out: &mut String);
 }
 
 impl Unit for u16 {
     fn to_value(units: &[u16]) -> Value {
         utf16_to_value(units)
+    }
+
+    fn push_to(units: &[u16], out: &mut String) {
+        if is_ascii_utf16(units) {
+            out.extend(units.iter().map(|&u| u as u8 as char));
+        } else {
+            out.push_str(&utf16_to_string(units));
+        }
     }
 }
 
@@ -482,6 +492,15 @@ impl Unit for u8 {
             Value::from(unsafe { std::str::from_utf8_unchecked(units) })
         } else {
             Value::from(units.iter().map(|&b| b as char).collect::<String>())
+        }
+    }
+
+    fn push_to(units: &[u8], out: &mut String) {
+        if units.is_ascii() {
+            // SAFETY: ASCII is UTF-8.
+            out.push_str(unsafe { std::str::from_utf8_unchecked(units) });
+        } else {
+            out.extend(units.iter().map(|&b| b as char));
         }
     }
 }
@@ -522,6 +541,97 @@ impl<U: Unit> Decoder<'_, U> {
             .ok_or_else(|| "truncated string data".to_string())?;
         self.pos = end;
         Ok(U::to_value(units))
+    }
+
+    /// Decode the variables into one [`Tree`]: the root and every small map
+    /// and list become views into it (no per-container allocation, keys
+    /// never become values); strings, numbers and large maps are values.
+    fn tree(mut self) -> std::result::Result<Value, String> {
+        let mut tree = Tree {
+            nodes: Vec::with_capacity(self.ops.len() / 2 + 1),
+            entries: Vec::new(),
+            items: Vec::new(),
+            keys: String::new(),
+        };
+        if self.ops.len() >= u32::MAX as usize || self.text.len() >= u32::MAX as usize {
+            return Err("variables too large".into());
+        }
+        let root = self.node(&mut tree, 0)?;
+        if self.op != self.ops.len() {
+            return Err("trailing data in variable encoding".into());
+        }
+        Ok(Tree::child(&Arc::new(tree), root))
+    }
+
+    /// Entries (`per` opcodes at least each) a container of `n` can have,
+    /// checked against what is left, so a bad count cannot allocate.
+    fn check_count(&self, n: usize, per: usize) -> std::result::Result<(), String> {
+        if n.saturating_mul(per) > self.ops.len() - self.op {
+            return Err("truncated variable encoding".into());
+        }
+        Ok(())
+    }
+
+    fn node(&mut self, t: &mut Tree, depth: u32) -> std::result::Result<u32, String> {
+        let at = self.op;
+        let op = self.next_op()?;
+        if op != OP_ARRAY && op != OP_OBJECT {
+            self.op = at;
+            let v = self.value(depth)?;
+            t.nodes.push(Node::Leaf(v));
+            return Ok((t.nodes.len() - 1) as u32);
+        }
+        if depth >= MAX_DEPTH {
+            return Err(format!(
+                "variables nest deeper than {MAX_DEPTH} levels (a circular structure?)"
+            ));
+        }
+        let n = self.next_len()?;
+        let idx = t.nodes.len() as u32;
+        if op == OP_ARRAY {
+            self.check_count(n, 1)?;
+            let start = t.items.len();
+            t.items.resize(start + n, 0);
+            t.nodes.push(Node::Seq {
+                start: start as u32,
+                len: n as u32,
+            });
+            for i in 0..n {
+                let child = self.node(t, depth + 1)?;
+                t.items[start + i] = child;
+            }
+        } else if n > SMALL_MAP {
+            // Large maps get an index: decoded as one value.
+            self.op = at;
+            let v = self.value(depth)?;
+            t.nodes.push(Node::Leaf(v));
+        } else {
+            self.check_count(n, 2)?;
+            let start = t.entries.len();
+            t.entries.resize(start + n, (0, 0, 0));
+            t.nodes.push(Node::Map {
+                start: start as u32,
+                len: n as u32,
+            });
+            for i in 0..n {
+                let len = self.next_len()?;
+                let end = self.pos + len;
+                let units = self
+                    .text
+                    .get(self.pos..end)
+                    .ok_or_else(|| "truncated string data".to_string())?;
+                self.pos = end;
+                let k0 = t.keys.len();
+                U::push_to(units, &mut t.keys);
+                let k1 = t.keys.len();
+                if k1 >= u32::MAX as usize {
+                    return Err("variables too large".into());
+                }
+                let child = self.node(t, depth + 1)?;
+                t.entries[start + i] = (k0 as u32, k1 as u32, child);
+            }
+        }
+        Ok(idx)
     }
 
     fn value(&mut self, depth: u32) -> std::result::Result<Value, String> {
@@ -748,6 +858,114 @@ impl minijinja::value::Object for SmallMap {
     }
 }
 
+/// Decoded variables: every small map and list of a render's variables
+/// lives in these few vectors, and the template sees them through [`View`]s
+/// (one small allocation when a template reaches a container, none per key).
+/// Leaves hold finished values; they never point back into the tree, so
+/// views (which hold the tree) form no cycle.
+struct Tree {
+    nodes: Vec<Node>,
+    /// Map entries: key start, key end (in `keys`), node.
+    entries: Vec<(u32, u32, u32)>,
+    /// List items: nodes.
+    items: Vec<u32>,
+    /// Every key's text, back to back.
+    keys: String,
+}
+
+enum Node {
+    Leaf(Value),
+    Map { start: u32, len: u32 },
+    Seq { start: u32, len: u32 },
+}
+
+impl Tree {
+    fn child(tree: &Arc<Tree>, node: u32) -> Value {
+        match &tree.nodes[node as usize] {
+            Node::Leaf(v) => v.clone(),
+            _ => Value::from_object(View {
+                tree: tree.clone(),
+                node,
+            }),
+        }
+    }
+
+    fn key(&self, entry: &(u32, u32, u32)) -> &str {
+        &self.keys[entry.0 as usize..entry.1 as usize]
+    }
+
+    fn range(&self, node: u32) -> (usize, usize, bool) {
+        match self.nodes[node as usize] {
+            Node::Map { start, len } => (start as usize, len as usize, true),
+            Node::Seq { start, len } => (start as usize, len as usize, false),
+            Node::Leaf(_) => (0, 0, true),
+        }
+    }
+}
+
+/// A map or list of the variables, as the template sees it.
+struct View {
+    tree: Arc<Tree>,
+    node: u32,
+}
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Values print through `Object::render`; this is for Rust debugging.
+        write!(f, "View({})", self.node)
+    }
+}
+
+impl minijinja::value::Object for View {
+    fn repr(self: &Arc<Self>) -> minijinja::value::ObjectRepr {
+        if self.tree.range(self.node).2 {
+            minijinja::value::ObjectRepr::Map
+        } else {
+            minijinja::value::ObjectRepr::Seq
+        }
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let (start, len, is_map) = self.tree.range(self.node);
+        if is_map {
+            return self.get_value_by_str(key.as_str()?);
+        }
+        let i = key.as_usize()?;
+        (i < len).then(|| Tree::child(&self.tree, self.tree.items[start + i]))
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        let (start, len, is_map) = self.tree.range(self.node);
+        if !is_map {
+            return None;
+        }
+        self.tree.entries[start..start + len]
+            .iter()
+            .find(|e| self.tree.key(e) == key)
+            .map(|e| Tree::child(&self.tree, e.2))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        use minijinja::value::ObjectExt;
+        let (_, len, is_map) = self.tree.range(self.node);
+        if !is_map {
+            return minijinja::value::Enumerator::Seq(len);
+        }
+        self.mapped_enumerator(|this| {
+            let (start, len, _) = this.tree.range(this.node);
+            Box::new(
+                this.tree.entries[start..start + len]
+                    .iter()
+                    .map(|e| Value::from(this.tree.key(e))),
+            )
+        })
+    }
+
+    fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
+        Some(self.tree.range(self.node).1)
+    }
+}
+
 /// Decode variables encoded by `index.js` (`text`: a string, `ops`: a
 /// `Float64Array`, `n`: how many opcodes are used).
 fn vars_from_encoded(
@@ -795,7 +1013,7 @@ fn vars_from_encoded(
                 text: &buf[..copied],
                 pos: 0,
             }
-            .value(0);
+            .tree();
             if buf.len() > SCRATCH_KEEP {
                 *buf = Vec::new(); // one huge render does not pin its memory
             }
@@ -813,7 +1031,7 @@ fn vars_from_encoded(
                 text: &buf[..copied],
                 pos: 0,
             }
-            .value(0);
+            .tree();
             if buf.len() > SCRATCH_KEEP {
                 *buf = Vec::new();
             }
@@ -1004,6 +1222,149 @@ pub struct ClientOptions {
     /// Record renders, routing decisions and recorded calls (metrics in
     /// `metricsText()`).
     pub telemetry: Option<TelemetryOptions>,
+    /// Provider endpoints by the name policies use (`openai` and
+    /// `anthropic` exist by default: these add or replace).
+    pub providers: Option<std::collections::HashMap<String, ProviderOptions>>,
+    /// Default settings of `complete` and `stream`.
+    pub call: Option<CallSettings>,
+}
+
+/// Where a provider is served. API keys come from `apiKey` or the
+/// environment variable `apiKeyEnv` (default `OPENAI_API_KEY` /
+/// `ANTHROPIC_API_KEY` for `openai` / `anthropic`), read at call time;
+/// they are never logged nor put in errors.
+#[napi(object)]
+#[derive(Default, Clone)]
+pub struct ProviderOptions {
+    /// `openai` (Chat Completions, also OpenAI-compatible servers) or
+    /// `anthropic` (Messages). Default: `anthropic` for the provider named
+    /// `anthropic`, else `openai`.
+    #[napi(ts_type = "'openai' | 'anthropic'")]
+    pub protocol: Option<String>,
+    /// Base URL including the API version path (`https://api.openai.com/v1`).
+    pub base_url: Option<String>,
+    pub api_key: Option<String>,
+    pub api_key_env: Option<String>,
+    /// Extra request headers (treated as secrets).
+    pub headers: Option<std::collections::HashMap<String, String>>,
+}
+
+/// Settings of a provider call (client defaults, overridable per call).
+#[napi(object)]
+#[derive(Default, Clone)]
+pub struct CallSettings {
+    /// Stream the response (SSE); `stream()` always does.
+    pub stream: Option<bool>,
+    /// Longest one attempt may take, in ms (default 60,000).
+    pub timeout_ms: Option<f64>,
+    /// Streams: longest wait for the first token, in ms (default 20,000).
+    pub ttft_timeout_ms: Option<f64>,
+    /// Longest a connect may take, in ms (default 5,000; client-wide only).
+    pub connect_timeout_ms: Option<f64>,
+    /// Failure classes failed over on (default: the policy's `failover.on`).
+    #[napi(
+        ts_type = "Array<'connect' | 'timeout' | 'rate_limited' | 'server_error' | 'malformed_response' | 'client_error'>"
+    )]
+    pub failover_on: Option<Vec<String>>,
+    /// Most attempts (default: the policy's, else every target).
+    pub max_attempts: Option<u32>,
+}
+
+fn call_options(
+    mut c: po::provider::CallOptions,
+    s: &CallSettings,
+    per_call: bool,
+) -> po::Result<po::provider::CallOptions> {
+    let ms = |name: &str, v: f64| {
+        if v.is_finite() && v > 0.0 {
+            Ok(std::time::Duration::from_secs_f64(v / 1000.0))
+        } else {
+            Err(po::Error::Config(format!(
+                "{name} must be a number of milliseconds > 0, got {v}"
+            )))
+        }
+    };
+    if let Some(b) = s.stream {
+        c.stream = b;
+    }
+    if let Some(v) = s.timeout_ms {
+        c.total_timeout = ms("timeoutMs", v)?;
+    }
+    if let Some(v) = s.ttft_timeout_ms {
+        c.ttft_timeout = ms("ttftTimeoutMs", v)?;
+    }
+    if let Some(v) = s.connect_timeout_ms {
+        if per_call {
+            return Err(po::Error::Config(
+                "connectTimeoutMs is a client setting (Client options `call`), not a per-call one"
+                    .into(),
+            ));
+        }
+        c.connect_timeout = ms("connectTimeoutMs", v)?;
+    }
+    if let Some(list) = &s.failover_on {
+        let mut set = std::collections::BTreeSet::new();
+        for name in list {
+            set.insert(po::route::FailureClass::parse(name).ok_or_else(|| {
+                po::Error::Config(format!(
+                    "unknown failure class `{name}` in failoverOn (connect, timeout, rate_limited, server_error, malformed_response, client_error)"
+                ))
+            })?);
+        }
+        c.failover_on = Some(set);
+    }
+    if let Some(m) = s.max_attempts {
+        if m == 0 {
+            return Err(po::Error::Config("maxAttempts must be >= 1".into()));
+        }
+        c.max_attempts = Some(m);
+    }
+    Ok(c)
+}
+
+fn endpoint(name: &str, o: &ProviderOptions) -> po::Result<po::provider::Endpoint> {
+    use po::provider::{Endpoint, Protocol};
+    let protocol = match o.protocol.as_deref() {
+        None if name == "anthropic" => Protocol::Anthropic,
+        None | Some("openai") => Protocol::OpenAi,
+        Some("anthropic") => Protocol::Anthropic,
+        Some(p) => {
+            return Err(po::Error::Config(format!(
+                "provider `{name}`: unknown protocol `{p}` (openai or anthropic)"
+            )));
+        }
+    };
+    let mut e = match (name, protocol) {
+        ("openai", Protocol::OpenAi) => Endpoint::openai(),
+        ("anthropic", Protocol::Anthropic) => Endpoint::anthropic(),
+        _ => {
+            let Some(url) = &o.base_url else {
+                return Err(po::Error::Config(format!(
+                    "provider `{name}` needs a baseUrl"
+                )));
+            };
+            let mut e = Endpoint::openai_compatible(name, url.as_str());
+            e.protocol = protocol;
+            e
+        }
+    };
+    if let Some(u) = &o.base_url {
+        e = e.base_url(u.as_str());
+    }
+    if let Some(k) = &o.api_key {
+        e = e.api_key(k.as_str());
+    }
+    if let Some(v) = &o.api_key_env {
+        e.api_key_env = Some(v.clone());
+    }
+    if let Some(h) = &o.headers {
+        let mut pairs: Vec<_> = h.iter().collect();
+        pairs.sort();
+        for (k, v) in pairs {
+            e = e.header(k.as_str(), v.as_str());
+        }
+    }
+    Ok(e)
 }
 
 /// Telemetry settings (`telemetry: true` is `{}`).
@@ -1020,7 +1381,7 @@ pub struct TelemetryOptions {
     pub mask_pii: Option<bool>,
 }
 
-fn build_client(opts: &ClientOptions) -> po::Result<Client> {
+fn build_client(opts: &ClientOptions) -> po::Result<(Client, po::provider::CallOptions)> {
     if let Some(w) = opts.startup_wait
         && !(w.is_finite() && w >= 0.0)
     {
@@ -1110,7 +1471,19 @@ fn build_client(opts: &ClientOptions) -> po::Result<Client> {
         }
         b = b.telemetry(cfg);
     }
-    b.build()
+    if let Some(ps) = &opts.providers {
+        let mut names: Vec<_> = ps.keys().collect();
+        names.sort();
+        for name in names {
+            b = b.provider(endpoint(name, &ps[name])?);
+        }
+    }
+    let call = match &opts.call {
+        Some(c) => call_options(Default::default(), c, false)?,
+        None => Default::default(),
+    };
+    b = b.call_options(call.clone());
+    Ok((b.build()?, call))
 }
 
 thread_local! {
@@ -1161,6 +1534,8 @@ struct Shared {
     closed: AtomicBool,
     listener: Mutex<Option<ChangeTsfn>>,
     status_listener: Mutex<Option<StatusTsfn>>,
+    /// Set to `true` by `close()`: calls in flight end at once.
+    close_signal: tokio::sync::watch::Sender<bool>,
 }
 
 /// The native client. Use `Client` from `promptops` instead.
@@ -1168,15 +1543,18 @@ struct Shared {
 pub struct NativeClient {
     client: Client,
     shared: Arc<Shared>,
+    /// The client's default call settings (per-call settings start here).
+    call_defaults: po::provider::CallOptions,
 }
 
 impl NativeClient {
-    fn from_core(client: Client) -> Self {
+    fn from_core((client, call_defaults): (Client, po::provider::CallOptions)) -> Self {
         let shared = Arc::new(Shared {
             generation: AtomicU32::new(0),
             closed: AtomicBool::new(false),
             listener: Mutex::new(None),
             status_listener: Mutex::new(None),
+            close_signal: tokio::sync::watch::Sender::new(false),
         });
         let s = shared.clone();
         client.on_change(move |changes| {
@@ -1206,7 +1584,11 @@ impl NativeClient {
                 );
             }
         });
-        NativeClient { client, shared }
+        NativeClient {
+            client,
+            shared,
+            call_defaults,
+        }
     }
 
     fn check_open(&self, env: &Env) -> Result<()> {
@@ -1222,7 +1604,7 @@ pub struct CreateClient {
 }
 
 impl Task for CreateClient {
-    type Output = po::Result<Client>;
+    type Output = po::Result<(Client, po::provider::CallOptions)>;
     type JsValue = NativeClient;
 
     fn compute(&mut self) -> Result<Self::Output> {
@@ -1539,6 +1921,9 @@ impl NativeClient {
     #[napi(catch_unwind)]
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
+        // Calls in flight end now (their callbacks are released, so a
+        // pending call never keeps the process alive after `close()`).
+        self.shared.close_signal.send_replace(true);
         self.client.close();
         if let Ok(mut guard) = self.shared.listener.lock()
             && let Some(tsfn) = guard.take()
@@ -1632,6 +2017,90 @@ impl NativeClient {
         }
         self.client.record_quality(&decision.routed.decision, score);
         Ok(())
+    }
+
+    /// Render `name` with the encoded variables, route it, call the chosen
+    /// provider with failover and record the outcome
+    /// (`Client::complete_with`), off the JS thread. `callback` gets, in
+    /// order: each streamed text chunk (a string; `streaming` only), then
+    /// the completion (an object) or the error (an `Error`), exactly once.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "name: string, text: string, ops: Float64Array, n: number, oneByte: boolean, options: CompleteSettings, streaming: boolean, callback: (event: string | Error | Record<string, any>) => void"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    pub fn complete(
+        &self,
+        env: Env,
+        name: String,
+        text: Unknown<'_>,
+        ops: Unknown<'_>,
+        n: u32,
+        one_byte: bool,
+        options: CompleteSettings,
+        streaming: bool,
+        callback: Function<'_, CallEvent, ()>,
+    ) -> Result<NativeCall> {
+        self.check_open(&env)?;
+        let raw = env.raw();
+        let vars = vars_from_encoded(raw, &name, text.raw(), ops.raw(), n, one_byte)?;
+        let mut call = match &options.call {
+            Some(c) => call_options(self.call_defaults.clone(), c, true),
+            None => Ok(self.call_defaults.clone()),
+        }
+        .map_err(|e| js_error(raw, &e))?;
+        if streaming {
+            call.stream = true;
+        }
+        let rt = call_runtime().map_err(|e| js_error(raw, &e))?;
+        let tsfn: Arc<CallTsfn> = Arc::new(
+            callback
+                .build_threadsafe_function::<CallEvent>()
+                .callee_handled::<false>()
+                .weak::<false>()
+                .build()?,
+        );
+        let mut attributes: Vec<(String, String)> =
+            options.attributes.unwrap_or_default().into_iter().collect();
+        attributes.sort();
+        let mut opts = po::provider::CompleteOptions {
+            route: po::RouteOptions {
+                key: options.route_key,
+                label: options.label,
+                attributes,
+            },
+            call: Some(call),
+            on_chunk: None,
+        };
+        if streaming {
+            let sink = tsfn.clone();
+            opts.on_chunk = Some(Arc::new(move |t: &str| {
+                sink.call(
+                    CallEvent::Chunk(t.to_string()),
+                    ThreadsafeFunctionCallMode::NonBlocking,
+                );
+            }));
+        }
+        let (cancel, cancelled) = tokio::sync::watch::channel(false);
+        let closed = self.shared.close_signal.subscribe();
+        let client = self.client.clone();
+        rt.spawn(async move {
+            let outcome = tokio::select! {
+                r = client.complete_with(&name, &vars, &opts) => r,
+                _ = signalled(closed) => Err(po::Error::Config(
+                    "the client was closed while the call was in flight".into(),
+                )),
+                _ = signalled(cancelled) => Err(po::Error::Config("the call was cancelled".into())),
+            };
+            // The chunk sink goes first, so this is the function's last use.
+            drop(opts);
+            let event = match outcome {
+                Ok(c) => CallEvent::Done(Box::new(c)),
+                Err(e) => CallEvent::Failed(e),
+            };
+            tsfn.call(event, ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        Ok(NativeCall { cancel })
     }
 
     /// The telemetry metrics in Prometheus text format (`null` when
@@ -1746,37 +2215,175 @@ impl NativeRouted {
     #[napi(catch_unwind, ts_return_type = "Record<string, unknown>")]
     pub fn info(&self, env: Env) -> Result<Unknown<'static>> {
         let raw = env.raw();
-        let d = &self.routed.decision;
         let r = &self.routed.rendered;
-        let estimate = d.estimate.as_ref().map(|e| {
-            serde_json::json!({
-                "inputTokens": e.input_tokens,
-                "exact": e.exact,
-                "outputTokens": e.output_tokens,
-                "predictedCostUsd": e.predicted_cost_usd,
-                "contextWindow": e.context_window,
-                "fits": e.fits,
-            })
-        });
-        let v = serde_json::json!({
-            "policyId": d.policy_id(),
-            "strategy": d.strategy.as_str(),
-            "target": target_json(d.target()),
-            "fallbacks": d.fallbacks().map(target_json).collect::<Vec<_>>(),
-            "bucket": d.bucket,
-            "reason": d.reason,
-            "estimate": estimate,
-            "skipped": d.skipped.iter().map(|s| serde_json::json!({"target": s.target, "reason": s.reason})).collect::<Vec<_>>(),
-            "prompt": d.prompt,
-            "version": d.version,
-            "label": d.label,
-            "variant": d.variant,
-            "text": r.text,
-            "messages": r.messages.as_ref().map(to_json),
-            "config": to_json(&*r.config),
-        });
+        let mut v = decision_json(&self.routed.decision);
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("text".into(), to_json(&r.text));
+            m.insert("messages".into(), to_json(&r.messages));
+            m.insert("config".into(), to_json(&*r.config));
+        }
         Ok(unknown(raw, json_to_js(raw, &v)?))
     }
+}
+
+/// A routing decision as a plain object (camelCase fields).
+fn decision_json(d: &po::Decision) -> serde_json::Value {
+    let estimate = d.estimate.as_ref().map(|e| {
+        serde_json::json!({
+            "inputTokens": e.input_tokens,
+            "exact": e.exact,
+            "outputTokens": e.output_tokens,
+            "predictedCostUsd": e.predicted_cost_usd,
+            "contextWindow": e.context_window,
+            "fits": e.fits,
+        })
+    });
+    serde_json::json!({
+        "policyId": d.policy_id(),
+        "strategy": d.strategy.as_str(),
+        "target": target_json(d.target()),
+        "fallbacks": d.fallbacks().map(target_json).collect::<Vec<_>>(),
+        "bucket": d.bucket,
+        "reason": d.reason,
+        "estimate": estimate,
+        "skipped": d.skipped.iter().map(|s| serde_json::json!({"target": s.target, "reason": s.reason})).collect::<Vec<_>>(),
+        "prompt": d.prompt,
+        "version": d.version,
+        "label": d.label,
+        "variant": d.variant,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Provider calls: `complete` and `stream`
+//
+// A call runs on a runtime of the addon's own (its threads are not libuv
+// handles). Everything it reports reaches JS through ONE thread-safe
+// function, in order: each streamed chunk (a string), then the result (an
+// object) or the error (an `Error`). That function is referenced while the
+// call is pending — an awaited call keeps the process alive, as `fetch`
+// does — and released when the call settles, is cancelled, or its client
+// closes.
+
+/// The runtime provider calls run on (started on first use).
+fn call_runtime() -> po::Result<&'static tokio::runtime::Runtime> {
+    static RT: std::sync::OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
+        std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("promptops-call")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| po::Error::Config(format!("cannot start the provider-call runtime: {e}")))
+}
+
+/// What a call reports to JS.
+pub enum CallEvent {
+    Chunk(String),
+    Done(Box<po::provider::Completion>),
+    Failed(po::Error),
+}
+
+impl napi::bindgen_prelude::TypeName for CallEvent {
+    fn type_name() -> &'static str {
+        "CallEvent"
+    }
+
+    fn value_type() -> napi::ValueType {
+        napi::ValueType::Unknown
+    }
+}
+
+impl napi::bindgen_prelude::ToNapiValue for CallEvent {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        match val {
+            CallEvent::Chunk(text) => js_string(env, &text),
+            CallEvent::Done(c) => json_to_js(env, &completion_json(&c)),
+            CallEvent::Failed(e) => build_js_error(env, &e).or_else(|_| {
+                let mut err = ptr::null_mut();
+                let msg = js_string(env, &e.to_string())?;
+                check!(sys::napi_create_error(env, ptr::null_mut(), msg, &mut err));
+                Ok(err)
+            }),
+        }
+    }
+}
+
+type CallTsfn = ThreadsafeFunction<CallEvent, (), CallEvent, Status, false, false>;
+
+/// Per-call settings (`client.complete` / `client.stream` options).
+#[napi(object)]
+#[derive(Default, Clone)]
+pub struct CompleteSettings {
+    /// The sticky routing key (user id, session id, …).
+    pub route_key: Option<String>,
+    /// The label to look the prompt up under (default: the client's).
+    pub label: Option<String>,
+    /// Caller attributes attached to telemetry events (masked on export).
+    pub attributes: Option<std::collections::HashMap<String, String>>,
+    /// Overrides of the client's call settings.
+    pub call: Option<CallSettings>,
+}
+
+/// A call in flight (`cancel()` ends it: the request is dropped and the
+/// call fails with `CONFIG_ERROR` "cancelled").
+#[napi]
+pub struct NativeCall {
+    cancel: tokio::sync::watch::Sender<bool>,
+}
+
+#[napi]
+impl NativeCall {
+    /// End the call now (no effect once it settled).
+    #[napi(catch_unwind)]
+    pub fn cancel(&self) {
+        self.cancel.send_replace(true);
+    }
+}
+
+/// Resolves when `rx` turns `true`; never when its sender is gone.
+async fn signalled(mut rx: tokio::sync::watch::Receiver<bool>) {
+    if rx.wait_for(|v| *v).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn completion_json(c: &po::provider::Completion) -> serde_json::Value {
+    serde_json::json!({
+        "text": c.text,
+        "usage": {
+            "inputTokens": c.usage.input_tokens,
+            "outputTokens": c.usage.output_tokens,
+            "cachedInputTokens": c.usage.cached_input_tokens,
+            "reported": c.usage.reported,
+        },
+        "costUsd": c.cost_usd,
+        "latencyMs": c.latency_ms,
+        "ttftMs": c.ttft_ms,
+        "finishReason": c.finish_reason,
+        "responseModel": c.response_model,
+        "target": target_json(&c.target),
+        "prompt": c.prompt,
+        "version": c.version,
+        "variant": c.variant,
+        "decision": decision_json(&c.decision),
+        "attempts": c.attempts.iter().map(|a| serde_json::json!({
+            "target": a.target,
+            "provider": a.provider,
+            "model": a.model,
+            "ok": a.ok,
+            "skipped": a.skipped,
+            "errorType": a.error_type,
+            "status": a.status,
+            "message": a.message,
+            "retryAfterMs": a.retry_after_ms,
+            "latencyMs": a.latency_ms,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// Parse and check a routing policy (JSON text) the way the registry does
@@ -1984,6 +2591,38 @@ impl NativePrompt {
         Ok(unknown(raw, v))
     }
 
+    /// An opaque handle to this prompt for `renderFast`, the render fast
+    /// path (`index.js` makes one per prompt, on its first render).
+    #[napi(catch_unwind, ts_return_type = "unknown")]
+    pub fn handle(&self, env: Env) -> Result<Unknown<'static>> {
+        unsafe extern "C" fn finalize(
+            _env: sys::napi_env,
+            data: *mut std::ffi::c_void,
+            _hint: *mut std::ffi::c_void,
+        ) {
+            // SAFETY: `data` is the `Box<FastPrompt>` leaked below, given
+            // back exactly once by this finalizer.
+            drop(unsafe { Box::from_raw(data.cast::<FastPrompt>()) });
+        }
+        let raw = env.raw();
+        let data = Box::into_raw(Box::new(FastPrompt {
+            prompt: self.prompt.clone(),
+        }));
+        let mut out = ptr::null_mut();
+        let status = unsafe {
+            sys::napi_create_external(raw, data.cast(), Some(finalize), ptr::null_mut(), &mut out)
+        };
+        if status != sys::Status::napi_ok {
+            drop(unsafe { Box::from_raw(data) });
+            return Err(napi::Error::new(
+                Status::from(status),
+                "promptops: cannot create a prompt handle".to_string(),
+            ));
+        }
+        check!(sys::napi_type_tag_object(raw, out, &FAST_PROMPT_TAG));
+        Ok(unknown(raw, out))
+    }
+
     /// Where a render's time goes, for the benchmark report: runs the fast
     /// path `iterations` times and returns mean nanoseconds of `[decode the
     /// variables, render in the core, create the JS result]`.
@@ -2085,6 +2724,64 @@ impl NativePrompt {
             estimated_cost_usd: cost,
         })
     }
+}
+
+/// What a prompt handle (`NativePrompt::handle`) points to.
+struct FastPrompt {
+    prompt: Prompt,
+}
+
+/// The type tag of prompt handles: `renderFast` checks it before it reads
+/// the external's pointer, so no other value can pass for a handle.
+const FAST_PROMPT_TAG: sys::napi_type_tag = sys::napi_type_tag {
+    lower: 0x7072_6f6d_7074_6f70, // "promptop"
+    upper: 0x7346_6173_7452_656e, // "sFastRen"
+};
+
+/// `renderEncoded` without the class-method machinery of napi-rs (the
+/// `this` unwrap and borrow tracking cost more than the rest of the call on
+/// small prompts): the prompt comes as a type-tagged external.
+#[napi(
+    catch_unwind,
+    js_name = "renderFast",
+    ts_args_type = "handle: unknown, text: string, ops: Float64Array, n: number, oneByte: boolean",
+    ts_return_type = "string | ChatMessage[]"
+)]
+pub fn render_fast(
+    env: Env,
+    handle: Unknown<'_>,
+    text: Unknown<'_>,
+    ops: Unknown<'_>,
+    n: u32,
+    one_byte: bool,
+) -> Result<Unknown<'static>> {
+    let raw = env.raw();
+    let mut tagged = false;
+    check!(sys::napi_check_object_type_tag(
+        raw,
+        handle.raw(),
+        &FAST_PROMPT_TAG,
+        &mut tagged
+    ));
+    if !tagged {
+        return Err(napi::Error::new(
+            Status::InvalidArg,
+            "promptops: not a prompt handle".to_string(),
+        ));
+    }
+    let mut data = ptr::null_mut();
+    check!(sys::napi_get_value_external(raw, handle.raw(), &mut data));
+    // SAFETY: the tag proves `handle` is one of our externals, whose data is
+    // a live `FastPrompt` (freed only by its finalizer, after `handle` died).
+    let fp = unsafe { &*data.cast::<FastPrompt>() };
+    let vars = vars_from_encoded(raw, fp.prompt.name(), text.raw(), ops.raw(), n, one_byte)?;
+    let out = fp.prompt.render(&vars).map_err(|e| js_error(raw, &e))?;
+    let v = match (&out.text, &out.messages) {
+        (Some(t), _) => js_string(raw, t)?,
+        (None, Some(m)) => messages_to_js(raw, m)?,
+        (None, None) => js_string(raw, "")?,
+    };
+    Ok(unknown(raw, v))
 }
 
 // ---------------------------------------------------------------------------
@@ -2189,6 +2886,60 @@ mod tests {
         assert!(number_value(3.5).as_i64().is_none());
         assert!(number_value(f64::NAN).is_none());
         assert!(number_value(1e300).as_i64().is_none());
+    }
+
+    /// The tree views render exactly like ordinary values.
+    #[test]
+    fn tree_views_render_like_values() {
+        // {"a": "x", "s": {"k": "v", "n2": {"deep": 1}}, "n": [1, "two", [3]], "e": {}, "l": []}
+        let text = utf16("axskvn2deepntwoel");
+        let ops = [
+            OP_OBJECT, 5.0, //
+            1.0, OP_STRING, 1.0, //
+            1.0, OP_OBJECT, 2.0, 1.0, OP_STRING, 1.0, 2.0, OP_OBJECT, 1.0, 4.0, OP_NUMBER,
+            1.0, //
+            1.0, OP_ARRAY, 3.0, OP_NUMBER, 1.0, OP_STRING, 3.0, OP_ARRAY, 1.0, OP_NUMBER,
+            3.0, //
+            1.0, OP_OBJECT, 0.0, //
+            1.0, OP_ARRAY, 0.0,
+        ];
+        let tree = Decoder {
+            ops: &ops,
+            op: 0,
+            text: &text,
+            pos: 0,
+        }
+        .tree()
+        .unwrap();
+        let plain: Value = serde_json::from_str(
+            r#"{"a": "x", "s": {"k": "v", "n2": {"deep": 1}}, "n": [1, "two", [3]], "e": {}, "l": []}"#,
+        )
+        .unwrap();
+        let tpl = "{{ a }}|{{ s.k }}|{{ s['n2'].deep }}|{% for x in n %}{{ x }},{% endfor %}|{{ n|length }}|\
+                   {{ n[-1] }}|{{ n[1:] }}|{{ s|tojson }}|{% for k, v in s|items %}{{ k }}={{ v }};{% endfor %}|\
+                   {{ 'k' in s }}|{{ 'z' in s }}|{{ 2 in n }}|{{ n|reverse|list }}|{{ s.missing is undefined }}|\
+                   {{ e|length }}{{ l|length }}|{{ e is mapping }}{{ l is sequence }}|{{ s }}|{{ n }}|{{ n|join('-') }}|\
+                   {{ s|dictsort }}|{{ n[0] + n[2][0] }}|{% if e %}full{% else %}empty{% endif %}|{{ l|first is undefined }}";
+        let env = minijinja::Environment::new();
+        let a = env.render_str(tpl, &tree).unwrap();
+        let b = env.render_str(tpl, &plain).unwrap();
+        assert_eq!(a, b);
+        assert!(a.starts_with("x|v|1|1,two,[3],|3|[3]|"), "{a}");
+        assert_eq!(tree.get_attr("s").unwrap().len(), Some(2));
+        // Bad input is an error, not a panic.
+        for bad in [
+            &ops[..9],
+            &[OP_OBJECT, 1e12][..],
+            &[OP_ARRAY, 5.0, OP_NULL][..],
+        ] {
+            let d = Decoder {
+                ops: bad,
+                op: 0,
+                text: &text,
+                pos: 0,
+            };
+            assert!(d.tree().is_err());
+        }
     }
 
     #[test]
