@@ -1021,7 +1021,7 @@ impl Client {
             Ok(self.inner.get_with(&name, &opts)?)
         })?;
         let from_snapshot = inner.source() != core::Source::Fallback;
-        let prompt = Bound::new(py, Prompt { inner })?;
+        let prompt = Bound::new(py, Prompt::new(inner))?;
         if let (Some(key), Some(snap), true) = (&key, snap, from_snapshot) {
             self.remember(py, snap, key, &prompt)?;
         }
@@ -1521,18 +1521,21 @@ fn has_block_tag(t: &str) -> bool {
     memchr::memchr_iter(b'%', b).any(|i| i > 0 && b[i - 1] == b'{')
 }
 
-fn is_light(p: &core::Prompt, var_bytes: usize) -> bool {
+/// The template bytes of `p` if none of its templates has a block tag and
+/// they fit `INLINE_RENDER_BYTES`, else `None` (always rendered with the
+/// GIL released). Computed once per `Prompt` object.
+fn light_bytes(p: &core::Prompt) -> Option<usize> {
     let data = p.data();
     let variant = p.variant_name().and_then(|v| data.variants.get(v));
-    let mut budget = INLINE_RENDER_BYTES.saturating_sub(var_bytes);
+    let mut total = 0usize;
     let mut fits = |t: &str| {
-        if t.len() > budget || has_block_tag(t) {
+        if has_block_tag(t) {
             return false;
         }
-        budget -= t.len();
-        true
+        total += t.len();
+        total <= INLINE_RENDER_BYTES
     };
-    match (
+    let light = match (
         variant.and_then(|v| v.template.as_deref()),
         variant.and_then(|v| v.messages.as_deref()),
     ) {
@@ -1542,13 +1545,31 @@ fn is_light(p: &core::Prompt, var_bytes: usize) -> bool {
             core::Body::Text { template } => fits(template),
             core::Body::Chat { messages } => messages.iter().all(|m| fits(&m.content)),
         },
-    }
+    };
+    light.then_some(total)
 }
 
 /// A prompt ready to render (one version of one prompt).
 #[pyclass(module = "promptops._lowlevel", frozen)]
 struct Prompt {
     inner: core::Prompt,
+    /// `light_bytes` of `inner`.
+    light: Option<usize>,
+}
+
+impl Prompt {
+    fn new(inner: core::Prompt) -> Self {
+        let light = light_bytes(&inner);
+        Prompt { inner, light }
+    }
+
+    /// Whether a render with `var_bytes` of variable text is small enough
+    /// to run without releasing the GIL.
+    #[inline]
+    fn is_light(&self, var_bytes: usize) -> bool {
+        self.light
+            .is_some_and(|t| t + var_bytes <= INLINE_RENDER_BYTES)
+    }
 }
 
 #[pymethods]
@@ -1601,20 +1622,12 @@ impl Prompt {
 
     /// The same prompt with variant `name` selected.
     fn variant(&self, py: Python<'_>, name: &str) -> PyResult<Prompt> {
-        guard(py, || {
-            Ok(Prompt {
-                inner: self.inner.variant(name)?,
-            })
-        })
+        guard(py, || Ok(Prompt::new(self.inner.variant(name)?)))
     }
 
     /// The variant meant for `model` (or the prompt itself).
     fn for_model(&self, py: Python<'_>, model: &str) -> PyResult<Prompt> {
-        guard(py, || {
-            Ok(Prompt {
-                inner: self.inner.for_model(model),
-            })
-        })
+        guard(py, || Ok(Prompt::new(self.inner.for_model(model))))
     }
 
     /// Render with `vars` and/or keyword arguments (keywords win).
@@ -1628,7 +1641,7 @@ impl Prompt {
         guard(py, || {
             let (ctx, var_bytes) = context(vars, kwargs)?;
             let prompt = &self.inner;
-            let inner = if is_light(prompt, var_bytes) {
+            let inner = if self.is_light(var_bytes) {
                 prompt.render(&ctx)?
             } else {
                 detached(py, || prompt.render(&ctx))?
