@@ -1186,11 +1186,12 @@ impl Client {
                 attributes: attributes_arg(attributes)?,
             };
             let inner = &self.inner;
-            let routed = detached(py, || inner.route_with(&name, &ctx, &opts))?;
-            let rendered = Py::new(py, Rendered::new(routed.rendered.clone()))?;
+            let core::Routed {
+                decision, rendered, ..
+            } = detached(py, || inner.route_with(&name, &ctx, &opts))?;
             Ok(Decision {
-                inner: routed,
-                rendered,
+                decision,
+                rendered: Py::new(py, Rendered::new(rendered))?,
             })
         })
     }
@@ -1225,7 +1226,7 @@ impl Client {
                     outcome_field(&mut o, &k, &v)?;
                 }
             }
-            let d = &decision.inner.decision;
+            let d = &decision.decision;
             let index = match target {
                 None => d.target,
                 Some(id) => d.policy.target_index(&id).ok_or_else(|| {
@@ -1250,7 +1251,7 @@ impl Client {
                     PyValueError::new_err(format!("score must be in [0, 1], got {score}")).into(),
                 );
             }
-            self.inner.record_quality(&decision.inner.decision, score);
+            self.inner.record_quality(&decision.decision, score);
             Ok(())
         })
     }
@@ -1991,8 +1992,16 @@ fn target_dict<'py>(py: Python<'py>, t: &core::Target) -> PyResult<Bound<'py, Py
 /// (`Client.route`).
 #[pyclass(module = "promptops._lowlevel", frozen)]
 struct Decision {
-    inner: core::Routed,
+    decision: core::Decision,
+    /// The prompt rendered for the chosen target (moved here from the
+    /// core's `Routed`, not copied).
     rendered: Py<Rendered>,
+}
+
+impl Decision {
+    fn rendered_ref(&self) -> &core::Rendered {
+        &self.rendered.get().inner
+    }
 }
 
 #[pymethods]
@@ -2000,14 +2009,13 @@ impl Decision {
     /// The chosen target.
     #[getter]
     fn target<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        target_dict(py, self.inner.target())
+        target_dict(py, self.decision.target())
     }
 
     /// The targets to try after the chosen one, in order (failover).
     #[getter]
     fn fallbacks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let items = self
-            .inner
             .decision
             .fallbacks()
             .map(|t| target_dict(py, t))
@@ -2017,29 +2025,28 @@ impl Decision {
 
     #[getter]
     fn policy_id(&self) -> &str {
-        self.inner.decision.policy_id()
+        self.decision.policy_id()
     }
 
     #[getter]
     fn strategy(&self) -> &'static str {
-        self.inner.decision.strategy.as_str()
+        self.decision.strategy.as_str()
     }
 
     #[getter]
     fn bucket(&self) -> Option<u32> {
-        self.inner.decision.bucket
+        self.decision.bucket
     }
 
     #[getter]
     fn reason(&self) -> &str {
-        &self.inner.decision.reason
+        &self.decision.reason
     }
 
     /// Targets passed over, with why (`{"target": id, "reason": ...}`).
     #[getter]
     fn skipped<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let items = self
-            .inner
             .decision
             .skipped
             .iter()
@@ -2056,7 +2063,7 @@ impl Decision {
     /// The chosen target's cost/size estimate, when estimates were made.
     #[getter]
     fn estimate<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let Some(e) = &self.inner.decision.estimate else {
+        let Some(e) = &self.decision.estimate else {
             return Ok(None);
         };
         let d = PyDict::new(py);
@@ -2071,22 +2078,22 @@ impl Decision {
 
     #[getter]
     fn prompt(&self) -> Option<&str> {
-        self.inner.decision.prompt.as_deref()
+        self.decision.prompt.as_deref()
     }
 
     #[getter]
     fn version(&self) -> Option<u32> {
-        self.inner.decision.version
+        self.decision.version
     }
 
     #[getter]
     fn label(&self) -> Option<&str> {
-        self.inner.decision.label.as_deref()
+        self.decision.label.as_deref()
     }
 
     #[getter]
     fn variant(&self) -> Option<&str> {
-        self.inner.decision.variant.as_deref()
+        self.decision.variant.as_deref()
     }
 
     /// The prompt rendered for the chosen target.
@@ -2098,30 +2105,39 @@ impl Decision {
     /// The rendered text (text prompts), else `None`.
     #[getter]
     fn text(&self) -> Option<&str> {
-        self.inner.rendered.text.as_deref()
+        self.rendered_ref().text.as_deref()
     }
 
-    /// The rendered messages; a text prompt becomes one `user` message.
+    /// The rendered messages; a text prompt becomes one `user` message
+    /// (as the core's `Routed::messages`).
     #[getter]
     fn messages<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let items = self
-            .inner
-            .messages()
-            .iter()
-            .map(|m| message_dict(py, m))
-            .collect::<PyResult<Vec<_>>>()?;
+        let r = self.rendered_ref();
+        let items = match (&r.messages, &r.text) {
+            (Some(ms), _) => ms
+                .iter()
+                .map(|m| message_dict(py, m))
+                .collect::<PyResult<Vec<_>>>()?,
+            (None, Some(t)) => {
+                let d = PyDict::new(py);
+                d.set_item(pyo3::intern!(py, "role"), "user")?;
+                d.set_item(pyo3::intern!(py, "content"), t)?;
+                vec![d]
+            }
+            (None, None) => Vec::new(),
+        };
         PyList::new(py, items)
     }
 
     fn __repr__(&self) -> String {
-        let t = self.inner.target();
+        let t = self.decision.target();
         format!(
             "<promptops.Decision policy={} target={} ({}/{}) reason={:?}>",
-            self.inner.decision.policy_id(),
+            self.decision.policy_id(),
             t.id,
             t.provider,
             t.model,
-            self.inner.decision.reason
+            self.decision.reason
         )
     }
 }
