@@ -415,7 +415,7 @@ def test_closing_a_stream_cancels_it(mock: MockProvider) -> None:
 
 
 def test_complete_from_many_threads(mock: MockProvider) -> None:
-    mock.set_default(MINI, ok("pong", delay_ms=50))
+    mock.set_default(MINI, ok("pong", delay_ms=150))
     c = make_client(mock)
     results: List[str] = []
     errors: List[BaseException] = []
@@ -434,8 +434,9 @@ def test_complete_from_many_threads(mock: MockProvider) -> None:
         t.join()
     assert not errors, errors
     assert results == ["pong"] * 16
-    # 16 calls of 50 ms ran at once (the GIL is released while they wait).
-    assert time.monotonic() - t0 < 16 * 0.05
+    # 16 calls of 150 ms ran at once (the GIL is released while they wait);
+    # one after the other they would take 2.4 s.
+    assert time.monotonic() - t0 < 16 * 0.15 / 2
 
 
 def test_acomplete_concurrently_under_asyncio(mock: MockProvider) -> None:
