@@ -3,17 +3,30 @@ for live delivery and the asyncio entry points."""
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import json
 import os
 import weakref
-from typing import Any, Callable, Collection, Mapping, Optional, Sequence, Set, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Collection,
+    Mapping,
+    Optional,
+    Sequence,
+    Set,
+    Union,
+)
 
 from . import _lowlevel
 from ._errors import ConfigError
 from ._lowlevel import Completion, CompletionStream, Prompt
 from ._types import ApplyResult, CallOptions, Endpoint, Message, TelemetryOptions
+
+if TYPE_CHECKING:
+    # asyncio is imported where it is used: importing it costs more than the
+    # rest of `import promptops` (cold start), and sync apps never need it.
+    import asyncio
 
 __all__ = ["Client", "AsyncCompletionStream"]
 
@@ -159,6 +172,8 @@ class Client(_lowlevel.Client):
         the store, as live sources do; listeners registered with
         :meth:`on_change` are called when it changes what a label serves."""
         if isinstance(snapshot, Mapping):
+            import json
+
             snapshot = json.dumps(snapshot)
         return super().apply_snapshot(snapshot)
 
@@ -254,6 +269,8 @@ class Client(_lowlevel.Client):
         runtime and the event loop is never blocked. Cancelling the awaiting
         task cancels the HTTP request. ``on_chunk(text)`` runs in the event
         loop for each streamed delta."""
+        import asyncio
+
         if on_chunk is not None:
             async with self.astream(
                 prompt_name,
@@ -312,6 +329,8 @@ class Client(_lowlevel.Client):
         for text in client.astream(...)``, then ``await s.completion()``.
         Use it as ``async with`` to cancel the call if the block exits
         early."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         s = AsyncCompletionStream(loop)
         s._call = self.spawn_complete(
@@ -371,6 +390,8 @@ class AsyncCompletionStream:
     _call: Optional[_lowlevel.CallHandle]
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        import asyncio
+
         self._loop = loop
         self._queue: "asyncio.Queue[str]" = asyncio.Queue()
         self._end: "asyncio.Future[Completion]" = loop.create_future()
@@ -391,6 +412,8 @@ class AsyncCompletionStream:
         return self
 
     async def __anext__(self) -> str:
+        import asyncio
+
         if not self._queue.empty():
             return self._queue.get_nowait()
         if self._reported:
@@ -420,6 +443,8 @@ class AsyncCompletionStream:
     async def completion(self) -> Completion:
         """Wait for the end of the call (remaining deltas are dropped) and
         return its :class:`Completion`, or raise its error."""
+        import asyncio
+
         self._reported = True
         return await asyncio.shield(self._end)
 
