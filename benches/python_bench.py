@@ -22,6 +22,10 @@ it is timed:
   loop and the if/else run in the caller, as BASELINE.md describes).
 - Token counting of corpus.txt: promptops.count_tokens vs tiktoken
   (encode_ordinary and encode), cl100k_base and o200k_base.
+- Routing from Python: client.route on T1 with a 2-target weighted policy.
+- Cold start (fresh interpreters): import promptops + client from a bundle
+  + first T2 render, vs import langfuse and tiktoken's first encode.
+- Two threads rendering T2 at once vs one (whether the GIL is released).
 
 Timing follows BASELINE.md: per case a 0.2 s warm-up, then batches of about
 0.5 s; the cases take turns batch by batch (so a noisy moment hits all of
@@ -247,6 +251,17 @@ def main(args: argparse.Namespace) -> int:
                                       "config": {"model": "gpt-4o-mini"}}],
                         "labels": {"production": 1},
                     },
+                    {
+                        # T1 with a routing policy (issue 7: decision overhead).
+                        "name": "bench/t1_routed",
+                        "versions": [{"version": 1, "type": "text", "template": t1_src,
+                                      "config": {"model": "gpt-4o-mini"}}],
+                        "labels": {"production": 1},
+                        "policy": {"strategy": "weighted", "targets": [
+                            {"id": "a", "provider": "openai", "model": "gpt-4o-mini", "weight": 70},
+                            {"id": "b", "provider": "anthropic", "model": "claude-haiku-4-5",
+                             "weight": 30}]},
+                    },
                 ],
             }
         ),
@@ -326,6 +341,8 @@ def main(args: argparse.Namespace) -> int:
         Case("o200k_base", "promptops", "count_tokens(model=gpt-4o)", lambda: count(corpus, "gpt-4o")),
         Case("o200k_base", "tiktoken", "len(encode_ordinary)", lambda: len(o2.encode_ordinary(corpus))),
         Case("o200k_base", "tiktoken", "len(encode)", lambda: len(o2.encode(corpus))),
+        Case("routing", "promptops", "route (decision + T1 render)",
+             lambda: client.route("bench/t1_routed", t1_vars, route_key="user-42")),
     ]
 
     if only is not None:
@@ -343,11 +360,14 @@ def main(args: argparse.Namespace) -> int:
         "T2": t2_expected,
         "cl100k_base": expected_tokens["cl100k_base"],
         "o200k_base": expected_tokens["o200k_base"],
+        "routing": t1_expected,
     }
     for c in cases:
         got = c.fn()
         if c.library == "langfuse" and c.section == "T2":
             got = lf_t2_text(got)
+        if c.section == "routing":
+            got = got.text
         if got != checks[c.section]:
             print(f"CHECK FAILED: {c.section} {c.library} {c.case}", file=sys.stderr)
             print(repr(got)[:400], file=sys.stderr)
@@ -424,8 +444,20 @@ def main(args: argparse.Namespace) -> int:
     print(table)
     print()
     print(rtable)
+    rc = find("routing", "promptops")
+    tok += (
+        f"\n\nRouting from Python (issue 7: decision overhead under 5 µs): "
+        f"`client.route(name, vars, route_key=...)` on T1 with a 2-target weighted "
+        f"policy (sticky bucket, decision, render for the chosen target, the Decision "
+        f"object): {1e6 / rc.cpu_ops():.2f} µs per call (CPU time, median batch; "
+        f"the T1 render alone is {1e6 / find('T1', 'promptops', 'render').cpu_ops():.2f} µs)."
+    )
     print()
     print(tok)
+
+    extra = cold_and_threads(args, bundle, cases)
+    print()
+    print(extra)
 
     itable = ""
     if args.callgrind:
@@ -434,8 +466,123 @@ def main(args: argparse.Namespace) -> int:
         print(itable)
 
     if args.write:
-        write_report(args, started, load_start, load_end, versions, table, rtable, tok, itable)
+        write_report(args, started, load_start, load_end, versions, table, rtable, tok, itable, extra)
     return 0
+
+
+COLD_CODE = {
+    "promptops": (
+        "import promptops, json\n"
+        "c = promptops.Client(bundle={bundle!r})\n"
+        "out = c.get('bench/t2').render(json.loads(open({vars!r}).read())).text\n"
+        "assert out.startswith('<system>')\n"
+    ),
+    "langfuse": "import langfuse\n",
+    "tiktoken": (
+        "import tiktoken\n"
+        "assert len(tiktoken.get_encoding('cl100k_base').encode('hello world')) == 2\n"
+    ),
+}
+COLD_WHAT = {
+    "promptops": "import promptops + Client(bundle=...) + first T2 get+render",
+    "langfuse": "import langfuse",
+    "tiktoken": "import tiktoken + get_encoding('cl100k_base') + first encode",
+}
+
+
+def cold_start(bundle: Path, runs: int) -> Dict[str, List[Tuple[float, float]]]:
+    """(wall, CPU) milliseconds from before the import to after the first
+    result, each in a fresh interpreter (timed inside it, so interpreter
+    start-up itself is not counted), `runs` times per library."""
+    vars_path = str(WORKLOAD / "t2_vars.json")
+    out: Dict[str, List[Tuple[float, float]]] = {k: [] for k in COLD_CODE}
+    for _ in range(runs):
+        for lib, body in COLD_CODE.items():
+            code = (
+                "import time\nt0, c0 = time.perf_counter(), time.process_time()\n"
+                + body.format(bundle=str(bundle), vars=vars_path)
+                + "print((time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000)\n"
+            )
+            r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               check=True, env=os.environ.copy())
+            wall, cpu = r.stdout.strip().splitlines()[-1].split()
+            out[lib].append((float(wall), float(cpu)))
+    return out
+
+
+def thread_throughput(fn: Callable[[], Any], seconds: float) -> Tuple[float, float]:
+    """Ops per second of `fn` in 1 thread, then in 2 threads at once."""
+    import threading
+
+    def run(n_threads: int) -> float:
+        stop = time.perf_counter() + seconds
+        counts = [0] * n_threads
+        start = threading.Barrier(n_threads + 1)
+
+        def work(i: int) -> None:
+            start.wait()
+            n = 0
+            while time.perf_counter() < stop:
+                for _ in range(20):
+                    fn()
+                n += 20
+            counts[i] = n
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
+        for t in threads:
+            t.start()
+        t0 = time.perf_counter()
+        start.wait()
+        for t in threads:
+            t.join()
+        return sum(counts) / (time.perf_counter() - t0)
+
+    return run(1), run(2)
+
+
+def cold_and_threads(args: argparse.Namespace, bundle: Path, cases: List["Case"]) -> str:
+    """The cold-start and two-thread tables (markdown)."""
+    lines = [
+        "### Cold start (fresh interpreter, timed inside it; median of "
+        f"{args.cold_runs} runs)",
+        "",
+        "The wall time is what an app waits for; on a loaded machine the "
+        "process's CPU time is the better estimate of it on a quiet one.",
+        "",
+        "| library | what | wall ms (median) | wall min – max | CPU ms (median) | goal |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    cold = cold_start(bundle, args.cold_runs)
+    for lib, ms in cold.items():
+        goal = "< 50 ms" if lib == "promptops" else "—"
+        walls = [w for w, _ in ms]
+        cpus = [c for _, c in ms]
+        lines.append(
+            f"| {lib} | {COLD_WHAT[lib]} | {statistics.median(walls):.1f} | "
+            f"{min(walls):.1f} – {max(walls):.1f} | {statistics.median(cpus):.1f} | {goal} |"
+        )
+    lines += [
+        "",
+        "### Two threads at once vs one (T2; shows whether the GIL is released)",
+        "",
+        f"Each row: ops/s of one thread rendering for {args.thread_seconds} s, then of two "
+        "threads rendering at once (total), median of 3 rounds. On 2 cores a "
+        "render that releases the GIL can approach 2×; one that holds it stays "
+        "at or below 1×. The other load of this shared machine caps what a "
+        "second thread can get (see the load average above).",
+        "",
+        "| library | case | 1 thread ops/s | 2 threads ops/s | ratio |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for lib, case_prefix in (("promptops", "get"), ("jinja2", ""), ("minijinja", "")):
+        c = next(c for c in cases if c.section == "T2" and c.library == lib
+                 and c.case.startswith(case_prefix))
+        rounds = [thread_throughput(c.fn, args.thread_seconds) for _ in range(3)]
+        one = statistics.median(r[0] for r in rounds)
+        two = statistics.median(r[1] for r in rounds)
+        lines.append(f"| {lib} | {c.case} | {fmt_ops(one)} | {fmt_ops(two)} | {two / one:.2f}× |")
+        print(f"   threads: {lib} done", flush=True)
+    return "\n".join(lines)
 
 
 def ratios_spec() -> List[Tuple[str, Tuple[str, str, str], Tuple[str, str, str], str]]:
@@ -534,6 +681,7 @@ def write_report(
     rtable: str,
     tok: str,
     itable: str,
+    extra: str,
 ) -> None:
     cmd = "python3 benches/python_bench.py --write"
     if args.batches != 5:
@@ -624,6 +772,8 @@ ratio is shown beside it).
 {rtable}
 
 {tok}
+
+{extra}
 {icount}
 Versions: promptops {versions['promptops']}, jinja2 {versions['jinja2']}, minijinja {versions['minijinja']}, langfuse {versions['langfuse']}, tiktoken {versions['tiktoken']}.
 
@@ -653,6 +803,44 @@ Versions: promptops {versions['promptops']}, jinja2 {versions['jinja2']}, miniji
   BASELINE.md (bpe-openai 9.9 M tokens/s vs tiktoken 5.9 M tokens/s), which
   is why the o200k_base ratio stays near 1.7× while cl100k_base (9.9 vs 3.6)
   is near 2.7×.
+
+### What the binding adds per call (callgrind, 2026-11-24 ~08:50 UTC)
+
+Instructions per `get(name).render(vars).text` op of a plain loop (this
+build, CPython 3.11; the loop and lambda add ~0.7 k of Python
+interpreter), split by function (inclusive):
+
+| part | T1 | T2 |
+|---|---:|---:|
+| whole op (loop included) | 11,585 | 106,272 |
+| core render (`promptops_core::Prompt::render`, minijinja) | 5,158 | 59,245 |
+| copy of the variables (`context`) | 1,300 | 25,098 |
+| dropping that copy | ~300 | ~17,600 |
+| `.text` (the `str` from the rendered UTF-8: CPython's decoder) | 757 | 10,897 |
+| argument parsing (tuple + dict, no `METH_FASTCALL` under abi3 3.9) | ~250 | ~250 |
+
+Changed in this round: whether a prompt may render without releasing the
+GIL (no block tags, small) was decided per render by scanning its
+templates (for T2 a memchr over ~2 KB to the first `{{%`); it is now
+computed once when the `Prompt` object is built (prompts are immutable and
+cached by `get`): T1 11,661 → 11,585, T2 108,551 → 106,272 instructions
+per op. Tried and dropped: keeping a small dict's entries inline in its
+map object (one allocation instead of two) — moving the larger object
+cost more copying than the allocation saved (T1 context 1,300 → 1,611
+instructions). Remaining levers are outside the binding: the core render
+(being made ~2× faster separately) is half of T1 and T2; `METH_FASTCALL`
+needs abi3 ≥ 3.10 (PyO3 only uses it for `Py_3_10` limited-API builds),
+which would save the argument tuple and dict on each call (~2–3 % of T1);
+the `str` of the result is built by CPython's UTF-8 decoder
+(`PyUnicode_FromStringAndSize`), the only constructor of the 3.9 limited
+API that takes UTF-8.
+
+`client.route` (T1 with a 2-target weighted policy): the Decision object
+kept the core's whole `Routed` plus a clone of its rendered prompt for
+`Decision.rendered`; it now moves the rendered prompt into that object
+instead: 21,758 → 19,999 instructions per call. Of those, the router's
+decision is ~6,000 (a SHA-256 of policy, experiment and key for the sticky
+bucket is ~3,600 of it) and the render ~3,800.
 """
     path = REPO / "BENCHMARKS-python.md"
     path.write_text(text, encoding="utf-8")
@@ -665,6 +853,10 @@ if __name__ == "__main__":
     ap.add_argument("--batches", type=int, default=5)
     ap.add_argument("--batch-seconds", type=float, default=0.5)
     ap.add_argument("--warmup", type=float, default=0.2)
+    ap.add_argument("--cold-runs", type=int, default=5,
+                    help="fresh interpreters per library for the cold-start table")
+    ap.add_argument("--thread-seconds", type=float, default=0.5,
+                    help="seconds per 1-thread / 2-thread run")
     ap.add_argument("--callgrind", action="store_true",
                     help="also count instructions per op with valgrind (a few minutes)")
     ap.add_argument("--in-venv", action="store_true", help=argparse.SUPPRESS)

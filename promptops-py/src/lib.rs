@@ -793,6 +793,8 @@ fn count(
 struct Client {
     inner: core::Client,
     cache: Mutex<PromptCache>,
+    /// The default settings of provider calls (`call_options=`).
+    call_defaults: core::provider::CallOptions,
 }
 
 /// The `Prompt` objects handed out for the current snapshot, by lookup
@@ -867,7 +869,9 @@ impl Client {
         redis_prefix=None,
         cache_dir=None,
         startup_wait=0.0,
-        telemetry=None
+        telemetry=None,
+        providers=None,
+        call_options=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -883,11 +887,21 @@ impl Client {
         cache_dir: Option<PathBuf>,
         startup_wait: f64,
         telemetry: Option<&Bound<'_, PyAny>>,
+        providers: Option<&Bound<'_, PyAny>>,
+        call_options: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         guard(py, || {
             let telemetry = match telemetry {
                 Some(t) => telemetry_arg(t)?,
                 None => None,
+            };
+            let endpoints = match providers.filter(|p| !p.is_none()) {
+                Some(p) => providers_arg(p)?,
+                None => Vec::new(),
+            };
+            let call_defaults = match call_options {
+                Some(c) => call_options_arg(c)?,
+                None => core::provider::CallOptions::default(),
             };
             let wait = std::time::Duration::try_from_secs_f64(startup_wait).map_err(|_| {
                 core::Error::Config(format!(
@@ -924,6 +938,10 @@ impl Client {
             if let Some(t) = telemetry {
                 b = b.telemetry(t);
             }
+            for ep in endpoints {
+                b = b.provider(ep);
+            }
+            b = b.call_options(call_defaults.clone());
             // With live sources and `startup_wait`, this blocks: other
             // Python threads run meanwhile.
             let inner = detached(py, || b.build())?;
@@ -933,6 +951,7 @@ impl Client {
                     snapshot: None,
                     prompts: None,
                 }),
+                call_defaults,
             })
         })
     }
@@ -1002,7 +1021,7 @@ impl Client {
             Ok(self.inner.get_with(&name, &opts)?)
         })?;
         let from_snapshot = inner.source() != core::Source::Fallback;
-        let prompt = Bound::new(py, Prompt { inner })?;
+        let prompt = Bound::new(py, Prompt::new(inner))?;
         if let (Some(key), Some(snap), true) = (&key, snap, from_snapshot) {
             self.remember(py, snap, key, &prompt)?;
         }
@@ -1161,30 +1180,18 @@ impl Client {
         guard(py, || {
             let name = py_str(name)?.into_owned();
             let (ctx, _) = context(vars, kwargs)?;
-            let mut attrs = Vec::new();
-            if let Some(a) = attributes.filter(|a| !a.is_none()) {
-                let m = a.cast::<PyMapping>().map_err(|_| {
-                    PyTypeError::new_err(format!(
-                        "attributes must be a mapping of str to str, not {}",
-                        type_name(a)
-                    ))
-                })?;
-                for item in m.items()?.iter() {
-                    let (k, v): (String, String) = item.extract()?;
-                    attrs.push((k, v));
-                }
-            }
             let opts = core::RouteOptions {
                 key: route_key,
                 label,
-                attributes: attrs,
+                attributes: attributes_arg(attributes)?,
             };
             let inner = &self.inner;
-            let routed = detached(py, || inner.route_with(&name, &ctx, &opts))?;
-            let rendered = Py::new(py, Rendered::new(routed.rendered.clone()))?;
+            let core::Routed {
+                decision, rendered, ..
+            } = detached(py, || inner.route_with(&name, &ctx, &opts))?;
             Ok(Decision {
-                inner: routed,
-                rendered,
+                decision,
+                rendered: Py::new(py, Rendered::new(rendered))?,
             })
         })
     }
@@ -1219,7 +1226,7 @@ impl Client {
                     outcome_field(&mut o, &k, &v)?;
                 }
             }
-            let d = &decision.inner.decision;
+            let d = &decision.decision;
             let index = match target {
                 None => d.target,
                 Some(id) => d.policy.target_index(&id).ok_or_else(|| {
@@ -1244,7 +1251,7 @@ impl Client {
                     PyValueError::new_err(format!("score must be in [0, 1], got {score}")).into(),
                 );
             }
-            self.inner.record_quality(&decision.inner.decision, score);
+            self.inner.record_quality(&decision.decision, score);
             Ok(())
         })
     }
@@ -1258,6 +1265,200 @@ impl Client {
                 "telemetry is off: create the client with telemetry=True".into(),
             )
             .into()),
+        })
+    }
+
+    /// Render `name`, route it, call the chosen provider and fail over
+    /// (blocking; the GIL is released during the call).
+    #[pyo3(signature = (
+        name, vars=None, /, *, route_key=None, label=None, attributes=None, stream=None,
+        timeout=None, ttft_timeout=None, max_attempts=None, failover_on=None, **kwargs
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn complete(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyString>,
+        vars: Option<&Bound<'_, PyAny>>,
+        route_key: Option<String>,
+        label: Option<String>,
+        attributes: Option<&Bound<'_, PyAny>>,
+        stream: Option<bool>,
+        timeout: Option<f64>,
+        ttft_timeout: Option<f64>,
+        max_attempts: Option<u32>,
+        failover_on: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Completion> {
+        guard(py, || {
+            let name = py_str(name)?.into_owned();
+            let (ctx, _) = context(vars, kwargs)?;
+            let args = CallArgs {
+                route_key,
+                label,
+                attributes,
+                timeout,
+                ttft_timeout,
+                max_attempts,
+                failover_on,
+            };
+            let opts = self.complete_options(args, stream)?;
+            if tokio::runtime::Handle::try_current().is_ok() {
+                return Err(core::Error::Config(
+                    "complete() blocks: it cannot run inside a promptops callback; use acomplete()"
+                        .into(),
+                )
+                .into());
+            }
+            let rt = call_runtime()?;
+            let inner = &self.inner;
+            let c = detached(py, || rt.block_on(inner.complete_with(&name, &ctx, &opts)))?;
+            Ok(Completion { inner: c })
+        })
+    }
+
+    /// `complete` as a stream of text deltas (an iterator; see
+    /// `CompletionStream`). The call starts at once on the module's runtime.
+    #[pyo3(signature = (
+        name, vars=None, /, *, route_key=None, label=None, attributes=None,
+        timeout=None, ttft_timeout=None, max_attempts=None, failover_on=None, **kwargs
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn stream(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyString>,
+        vars: Option<&Bound<'_, PyAny>>,
+        route_key: Option<String>,
+        label: Option<String>,
+        attributes: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+        ttft_timeout: Option<f64>,
+        max_attempts: Option<u32>,
+        failover_on: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<CompletionStream> {
+        guard(py, || {
+            let name = py_str(name)?.into_owned();
+            let (ctx, _) = context(vars, kwargs)?;
+            let args = CallArgs {
+                route_key,
+                label,
+                attributes,
+                timeout,
+                ttft_timeout,
+                max_attempts,
+                failover_on,
+            };
+            let mut opts = self.complete_options(args, Some(true))?;
+            let (tx, rx) = std::sync::mpsc::channel::<StreamEvent>();
+            let chunk_tx = Mutex::new(tx.clone());
+            opts.on_chunk = Some(Arc::new(move |s: &str| {
+                let tx = chunk_tx.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = tx.send(StreamEvent::Chunk(s.to_string()));
+            }));
+            let rt = call_runtime()?;
+            let client = self.inner.clone();
+            let task = rt.spawn(async move {
+                let r = call_guarded(client, name, ctx, opts).await;
+                let _ = tx.send(StreamEvent::Done(Box::new(r)));
+            });
+            Ok(CompletionStream {
+                state: Mutex::new(StreamState {
+                    rx,
+                    end: None,
+                    reported: false,
+                }),
+                abort: task.abort_handle(),
+            })
+        })
+    }
+
+    /// Start `complete` on the module's runtime and return at once; from a
+    /// runtime thread, `on_chunk(text)` is called per streamed delta (with
+    /// `stream=True`) and `on_done(completion, error)` once at the end
+    /// (not after `cancel()`). `promptops.Client.acomplete`/`astream` wrap
+    /// this for asyncio.
+    #[pyo3(signature = (
+        name, vars, on_done, on_chunk=None, /, *, route_key=None, label=None, attributes=None,
+        stream=None, timeout=None, ttft_timeout=None, max_attempts=None, failover_on=None,
+        **kwargs
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_complete(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyString>,
+        vars: Option<&Bound<'_, PyAny>>,
+        on_done: Bound<'_, PyAny>,
+        on_chunk: Option<Bound<'_, PyAny>>,
+        route_key: Option<String>,
+        label: Option<String>,
+        attributes: Option<&Bound<'_, PyAny>>,
+        stream: Option<bool>,
+        timeout: Option<f64>,
+        ttft_timeout: Option<f64>,
+        max_attempts: Option<u32>,
+        failover_on: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<CallHandle> {
+        guard(py, || {
+            if !on_done.is_callable() {
+                return Err(PyTypeError::new_err("on_done must be callable").into());
+            }
+            let name = py_str(name)?.into_owned();
+            let (ctx, _) = context(vars, kwargs)?;
+            let args = CallArgs {
+                route_key,
+                label,
+                attributes,
+                timeout,
+                ttft_timeout,
+                max_attempts,
+                failover_on,
+            };
+            let on_chunk = on_chunk.filter(|c| !c.is_none());
+            let stream = if on_chunk.is_some() {
+                Some(true)
+            } else {
+                stream
+            };
+            let mut opts = self.complete_options(args, stream)?;
+            if let Some(cb) = on_chunk {
+                if !cb.is_callable() {
+                    return Err(PyTypeError::new_err("on_chunk must be callable").into());
+                }
+                let cb: Py<PyAny> = cb.unbind();
+                opts.on_chunk = Some(Arc::new(move |s: &str| {
+                    Python::try_attach(|py| {
+                        let cb = cb.bind(py);
+                        if let Err(e) = cb.call1((s,)) {
+                            e.write_unraisable(py, Some(cb));
+                        }
+                    });
+                }));
+            }
+            let on_done: Py<PyAny> = on_done.unbind();
+            let rt = call_runtime()?;
+            let client = self.inner.clone();
+            let task = rt.spawn(async move {
+                let r = call_guarded(client, name, ctx, opts).await;
+                Python::try_attach(|py| {
+                    let cb = on_done.bind(py);
+                    let args = match r {
+                        Ok(c) => {
+                            Py::new(py, Completion { inner: c }).map(|c| (c.into_any(), py.None()))
+                        }
+                        Err(f) => Ok((py.None(), f.to_py(py).into_value(py).into_any())),
+                    };
+                    if let Err(e) = args.and_then(|a| cb.call1(a)) {
+                        e.write_unraisable(py, Some(cb));
+                    }
+                });
+            });
+            Ok(CallHandle {
+                abort: task.abort_handle(),
+            })
         })
     }
 
@@ -1321,18 +1522,21 @@ fn has_block_tag(t: &str) -> bool {
     memchr::memchr_iter(b'%', b).any(|i| i > 0 && b[i - 1] == b'{')
 }
 
-fn is_light(p: &core::Prompt, var_bytes: usize) -> bool {
+/// The template bytes of `p` if none of its templates has a block tag and
+/// they fit `INLINE_RENDER_BYTES`, else `None` (always rendered with the
+/// GIL released). Computed once per `Prompt` object.
+fn light_bytes(p: &core::Prompt) -> Option<usize> {
     let data = p.data();
     let variant = p.variant_name().and_then(|v| data.variants.get(v));
-    let mut budget = INLINE_RENDER_BYTES.saturating_sub(var_bytes);
+    let mut total = 0usize;
     let mut fits = |t: &str| {
-        if t.len() > budget || has_block_tag(t) {
+        if has_block_tag(t) {
             return false;
         }
-        budget -= t.len();
-        true
+        total += t.len();
+        total <= INLINE_RENDER_BYTES
     };
-    match (
+    let light = match (
         variant.and_then(|v| v.template.as_deref()),
         variant.and_then(|v| v.messages.as_deref()),
     ) {
@@ -1342,13 +1546,31 @@ fn is_light(p: &core::Prompt, var_bytes: usize) -> bool {
             core::Body::Text { template } => fits(template),
             core::Body::Chat { messages } => messages.iter().all(|m| fits(&m.content)),
         },
-    }
+    };
+    light.then_some(total)
 }
 
 /// A prompt ready to render (one version of one prompt).
 #[pyclass(module = "promptops._lowlevel", frozen)]
 struct Prompt {
     inner: core::Prompt,
+    /// `light_bytes` of `inner`.
+    light: Option<usize>,
+}
+
+impl Prompt {
+    fn new(inner: core::Prompt) -> Self {
+        let light = light_bytes(&inner);
+        Prompt { inner, light }
+    }
+
+    /// Whether a render with `var_bytes` of variable text is small enough
+    /// to run without releasing the GIL.
+    #[inline]
+    fn is_light(&self, var_bytes: usize) -> bool {
+        self.light
+            .is_some_and(|t| t + var_bytes <= INLINE_RENDER_BYTES)
+    }
 }
 
 #[pymethods]
@@ -1401,20 +1623,12 @@ impl Prompt {
 
     /// The same prompt with variant `name` selected.
     fn variant(&self, py: Python<'_>, name: &str) -> PyResult<Prompt> {
-        guard(py, || {
-            Ok(Prompt {
-                inner: self.inner.variant(name)?,
-            })
-        })
+        guard(py, || Ok(Prompt::new(self.inner.variant(name)?)))
     }
 
     /// The variant meant for `model` (or the prompt itself).
     fn for_model(&self, py: Python<'_>, model: &str) -> PyResult<Prompt> {
-        guard(py, || {
-            Ok(Prompt {
-                inner: self.inner.for_model(model),
-            })
-        })
+        guard(py, || Ok(Prompt::new(self.inner.for_model(model))))
     }
 
     /// Render with `vars` and/or keyword arguments (keywords win).
@@ -1428,7 +1642,7 @@ impl Prompt {
         guard(py, || {
             let (ctx, var_bytes) = context(vars, kwargs)?;
             let prompt = &self.inner;
-            let inner = if is_light(prompt, var_bytes) {
+            let inner = if self.is_light(var_bytes) {
                 prompt.render(&ctx)?
             } else {
                 detached(py, || prompt.render(&ctx))?
@@ -1778,8 +1992,16 @@ fn target_dict<'py>(py: Python<'py>, t: &core::Target) -> PyResult<Bound<'py, Py
 /// (`Client.route`).
 #[pyclass(module = "promptops._lowlevel", frozen)]
 struct Decision {
-    inner: core::Routed,
+    decision: core::Decision,
+    /// The prompt rendered for the chosen target (moved here from the
+    /// core's `Routed`, not copied).
     rendered: Py<Rendered>,
+}
+
+impl Decision {
+    fn rendered_ref(&self) -> &core::Rendered {
+        &self.rendered.get().inner
+    }
 }
 
 #[pymethods]
@@ -1787,14 +2009,13 @@ impl Decision {
     /// The chosen target.
     #[getter]
     fn target<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        target_dict(py, self.inner.target())
+        target_dict(py, self.decision.target())
     }
 
     /// The targets to try after the chosen one, in order (failover).
     #[getter]
     fn fallbacks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let items = self
-            .inner
             .decision
             .fallbacks()
             .map(|t| target_dict(py, t))
@@ -1804,29 +2025,28 @@ impl Decision {
 
     #[getter]
     fn policy_id(&self) -> &str {
-        self.inner.decision.policy_id()
+        self.decision.policy_id()
     }
 
     #[getter]
     fn strategy(&self) -> &'static str {
-        self.inner.decision.strategy.as_str()
+        self.decision.strategy.as_str()
     }
 
     #[getter]
     fn bucket(&self) -> Option<u32> {
-        self.inner.decision.bucket
+        self.decision.bucket
     }
 
     #[getter]
     fn reason(&self) -> &str {
-        &self.inner.decision.reason
+        &self.decision.reason
     }
 
     /// Targets passed over, with why (`{"target": id, "reason": ...}`).
     #[getter]
     fn skipped<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let items = self
-            .inner
             .decision
             .skipped
             .iter()
@@ -1843,7 +2063,7 @@ impl Decision {
     /// The chosen target's cost/size estimate, when estimates were made.
     #[getter]
     fn estimate<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let Some(e) = &self.inner.decision.estimate else {
+        let Some(e) = &self.decision.estimate else {
             return Ok(None);
         };
         let d = PyDict::new(py);
@@ -1858,22 +2078,22 @@ impl Decision {
 
     #[getter]
     fn prompt(&self) -> Option<&str> {
-        self.inner.decision.prompt.as_deref()
+        self.decision.prompt.as_deref()
     }
 
     #[getter]
     fn version(&self) -> Option<u32> {
-        self.inner.decision.version
+        self.decision.version
     }
 
     #[getter]
     fn label(&self) -> Option<&str> {
-        self.inner.decision.label.as_deref()
+        self.decision.label.as_deref()
     }
 
     #[getter]
     fn variant(&self) -> Option<&str> {
-        self.inner.decision.variant.as_deref()
+        self.decision.variant.as_deref()
     }
 
     /// The prompt rendered for the chosen target.
@@ -1885,30 +2105,622 @@ impl Decision {
     /// The rendered text (text prompts), else `None`.
     #[getter]
     fn text(&self) -> Option<&str> {
-        self.inner.rendered.text.as_deref()
+        self.rendered_ref().text.as_deref()
     }
 
-    /// The rendered messages; a text prompt becomes one `user` message.
+    /// The rendered messages; a text prompt becomes one `user` message
+    /// (as the core's `Routed::messages`).
     #[getter]
     fn messages<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let items = self
-            .inner
-            .messages()
-            .iter()
-            .map(|m| message_dict(py, m))
-            .collect::<PyResult<Vec<_>>>()?;
+        let r = self.rendered_ref();
+        let items = match (&r.messages, &r.text) {
+            (Some(ms), _) => ms
+                .iter()
+                .map(|m| message_dict(py, m))
+                .collect::<PyResult<Vec<_>>>()?,
+            (None, Some(t)) => {
+                let d = PyDict::new(py);
+                d.set_item(pyo3::intern!(py, "role"), "user")?;
+                d.set_item(pyo3::intern!(py, "content"), t)?;
+                vec![d]
+            }
+            (None, None) => Vec::new(),
+        };
         PyList::new(py, items)
     }
 
     fn __repr__(&self) -> String {
-        let t = self.inner.target();
+        let t = self.decision.target();
         format!(
             "<promptops.Decision policy={} target={} ({}/{}) reason={:?}>",
-            self.inner.decision.policy_id(),
+            self.decision.policy_id(),
             t.id,
             t.provider,
             t.model,
-            self.inner.decision.reason
+            self.decision.reason
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Provider calls: complete, stream
+// ---------------------------------------------------------------------------
+
+/// The module's tokio runtime for provider calls, and the id of the process
+/// that built it. A forked child (gunicorn/uvicorn workers) has none of the
+/// parent's runtime threads: it builds its own on first use, and the
+/// parent's is leaked there (dropping it would wait on threads that do not
+/// exist). Runtimes are leaked on purpose: one per process, alive until exit.
+static CALL_RUNTIME: Mutex<Option<(u32, &'static tokio::runtime::Runtime)>> = Mutex::new(None);
+
+fn call_runtime() -> core::Result<&'static tokio::runtime::Runtime> {
+    let pid = std::process::id();
+    let mut slot = CALL_RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((built_by, rt)) = *slot
+        && built_by == pid
+    {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("promptops-calls")
+        .enable_all()
+        .build()
+        .map_err(|e| core::Error::Config(format!("cannot start the provider-call runtime: {e}")))?;
+    let rt: &'static tokio::runtime::Runtime = Box::leak(Box::new(rt));
+    *slot = Some((pid, rt));
+    Ok(rt)
+}
+
+/// Seconds (a Python number) as a `Duration`.
+fn seconds(what: &str, v: f64) -> Res<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            core::Error::Config(format!(
+                "{what} must be a finite number of seconds > 0, got {v}"
+            ))
+            .into()
+        })
+}
+
+fn failure_classes(
+    v: &Bound<'_, PyAny>,
+) -> Res<std::collections::BTreeSet<core::route::FailureClass>> {
+    if v.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(
+            "failover_on must be a list of failure classes, not a str",
+        )
+        .into());
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for item in v.try_iter()? {
+        let item = item?;
+        let s = any_str(&item, "failover_on[]")?;
+        out.insert(core::route::FailureClass::parse(&s).ok_or_else(|| {
+            core::Error::Config(format!(
+                "unknown failure class {s:?} in failover_on (connect, timeout, rate_limited, server_error, malformed_response, client_error)"
+            ))
+        })?);
+    }
+    Ok(out)
+}
+
+/// Per-call settings given to `complete`/`stream` (`None`: the client's).
+struct CallArgs<'a, 'py> {
+    route_key: Option<String>,
+    label: Option<String>,
+    attributes: Option<&'a Bound<'py, PyAny>>,
+    timeout: Option<f64>,
+    ttft_timeout: Option<f64>,
+    max_attempts: Option<u32>,
+    failover_on: Option<&'a Bound<'py, PyAny>>,
+}
+
+fn attributes_arg(a: Option<&Bound<'_, PyAny>>) -> Res<Vec<(String, String)>> {
+    let mut attrs = Vec::new();
+    if let Some(a) = a.filter(|a| !a.is_none()) {
+        let m = a.cast::<PyMapping>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "attributes must be a mapping of str to str, not {}",
+                type_name(a)
+            ))
+        })?;
+        for item in m.items()?.iter() {
+            let (k, v): (String, String) = item.extract()?;
+            attrs.push((k, v));
+        }
+    }
+    Ok(attrs)
+}
+
+/// `Client(call_options=...)`: a dict of `CallOptions` (seconds as floats).
+fn call_options_arg(d: &Bound<'_, PyAny>) -> Res<core::provider::CallOptions> {
+    let mut o = core::provider::CallOptions::default();
+    if d.is_none() {
+        return Ok(o);
+    }
+    let m = d.cast::<PyMapping>().map_err(|_| {
+        PyTypeError::new_err(format!("call_options must be a dict, not {}", type_name(d)))
+    })?;
+    for item in m.items()?.iter() {
+        let (k, v): (String, Bound<'_, PyAny>) = item.extract()?;
+        if v.is_none() {
+            continue;
+        }
+        match k.as_str() {
+            "stream" => o.stream = v.extract()?,
+            "timeout" => o.total_timeout = seconds("timeout", v.extract()?)?,
+            "ttft_timeout" => o.ttft_timeout = seconds("ttft_timeout", v.extract()?)?,
+            "connect_timeout" => o.connect_timeout = seconds("connect_timeout", v.extract()?)?,
+            "max_attempts" => o.max_attempts = Some(v.extract()?),
+            "failover_on" => o.failover_on = Some(failure_classes(&v)?),
+            _ => {
+                return Err(core::Error::Config(format!(
+                    "unknown call option `{k}` (stream, timeout, ttft_timeout, connect_timeout, max_attempts, failover_on)"
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// `Client(providers=...)`: provider name -> endpoint settings. `openai`
+/// and `anthropic` start from their defaults (URL, key variable); any
+/// other name is an OpenAI-compatible server unless `protocol` says
+/// otherwise.
+fn providers_arg(p: &Bound<'_, PyAny>) -> Res<Vec<core::provider::Endpoint>> {
+    use core::provider::{Endpoint, Protocol};
+    let m = p.cast::<PyMapping>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "providers must be a dict of provider name to settings, not {}",
+            type_name(p)
+        ))
+    })?;
+    let mut out = Vec::new();
+    for item in m.items()?.iter() {
+        let (name, cfg): (String, Bound<'_, PyAny>) = item.extract()?;
+        let cfg = cfg.cast::<PyMapping>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "providers[{name:?}] must be a dict, not {}",
+                type_name(&cfg)
+            ))
+        })?;
+        let mut ep = match name.as_str() {
+            "openai" => Endpoint::openai(),
+            "anthropic" => Endpoint::anthropic(),
+            _ => Endpoint::openai_compatible(name.clone(), String::new()),
+        };
+        for kv in cfg.items()?.iter() {
+            let (k, v): (String, Bound<'_, PyAny>) = kv.extract()?;
+            if v.is_none() {
+                continue;
+            }
+            let text = |v: &Bound<'_, PyAny>| -> PyResult<String> {
+                Ok(any_str(v, &format!("providers[{name:?}].{k}"))?.into_owned())
+            };
+            match k.as_str() {
+                "protocol" => {
+                    ep.protocol = match text(&v)?.as_str() {
+                        "openai" => Protocol::OpenAi,
+                        "anthropic" => Protocol::Anthropic,
+                        other => {
+                            return Err(core::Error::Config(format!(
+                                "providers[{name:?}].protocol must be \"openai\" or \"anthropic\", got {other:?}"
+                            ))
+                            .into());
+                        }
+                    }
+                }
+                "base_url" => ep.base_url = text(&v)?,
+                "api_key" => ep.api_key = Some(core::provider::Secret::new(text(&v)?)),
+                "api_key_env" => ep.api_key_env = Some(text(&v)?),
+                "headers" => {
+                    let hm = v.cast::<PyMapping>().map_err(|_| {
+                        PyTypeError::new_err(format!(
+                            "providers[{name:?}].headers must be a dict of str to str"
+                        ))
+                    })?;
+                    for h in hm.items()?.iter() {
+                        let (hk, hv): (String, String) = h.extract()?;
+                        ep.headers.push((hk, core::provider::Secret::new(hv)));
+                    }
+                }
+                _ => {
+                    return Err(core::Error::Config(format!(
+                        "unknown provider setting `{k}` in providers[{name:?}] (protocol, base_url, api_key, api_key_env, headers)"
+                    ))
+                    .into());
+                }
+            }
+        }
+        if ep.base_url.is_empty() {
+            return Err(core::Error::Config(format!(
+                "providers[{name:?}] needs a base_url (e.g. http://localhost:8000/v1)"
+            ))
+            .into());
+        }
+        out.push(ep);
+    }
+    Ok(out)
+}
+
+impl Client {
+    /// The core's options of one call: the client's call defaults with the
+    /// caller's overrides.
+    fn complete_options(
+        &self,
+        a: CallArgs<'_, '_>,
+        stream: Option<bool>,
+    ) -> Res<core::provider::CompleteOptions> {
+        let mut call = self.call_defaults.clone();
+        if let Some(s) = stream {
+            call.stream = s;
+        }
+        if let Some(t) = a.timeout {
+            call.total_timeout = seconds("timeout", t)?;
+        }
+        if let Some(t) = a.ttft_timeout {
+            call.ttft_timeout = seconds("ttft_timeout", t)?;
+        }
+        if let Some(m) = a.max_attempts {
+            call.max_attempts = Some(m);
+        }
+        if let Some(f) = a.failover_on.filter(|f| !f.is_none()) {
+            call.failover_on = Some(failure_classes(f)?);
+        }
+        Ok(core::provider::CompleteOptions {
+            route: core::RouteOptions {
+                key: a.route_key,
+                label: a.label,
+                attributes: attributes_arg(a.attributes)?,
+            },
+            call: Some(call),
+            on_chunk: None,
+        })
+    }
+}
+
+/// A provider call as a future that never panics (a panic becomes the
+/// error `on_done`/the stream reports).
+async fn call_guarded(
+    client: core::Client,
+    name: String,
+    ctx: Value,
+    opts: core::provider::CompleteOptions,
+) -> Result<core::provider::Completion, CallFailure> {
+    use futures_util::FutureExt;
+    match AssertUnwindSafe(client.complete_with(&name, &ctx, &opts))
+        .catch_unwind()
+        .await
+    {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(CallFailure::Core(e)),
+        Err(payload) => Err(CallFailure::Panic(
+            payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into()),
+        )),
+    }
+}
+
+/// Why a spawned call ended without a completion.
+#[derive(Clone)]
+enum CallFailure {
+    Core(core::Error),
+    Panic(String),
+    /// The task ended without a word (cancelled).
+    Gone,
+}
+
+impl CallFailure {
+    fn to_py(&self, py: Python<'_>) -> PyErr {
+        match self {
+            CallFailure::Core(e) => core_err(py, e),
+            CallFailure::Panic(what) => panic_err(py, Box::new(what.clone())),
+            CallFailure::Gone => raise(
+                py,
+                PANIC_KIND,
+                "the provider call ended without a result".into(),
+                PyDict::new(py),
+            ),
+        }
+    }
+}
+
+/// A call started by `Client.spawn_complete`.
+#[pyclass(module = "promptops._lowlevel", frozen)]
+struct CallHandle {
+    abort: tokio::task::AbortHandle,
+}
+
+#[pymethods]
+impl CallHandle {
+    /// Stop the call (its HTTP request is dropped); `on_done` is not called.
+    fn cancel(&self) {
+        self.abort.abort();
+    }
+
+    #[getter]
+    fn done(&self) -> bool {
+        self.abort.is_finished()
+    }
+}
+
+enum StreamEvent {
+    Chunk(String),
+    Done(Box<Result<core::provider::Completion, CallFailure>>),
+}
+
+struct StreamState {
+    rx: std::sync::mpsc::Receiver<StreamEvent>,
+    /// How the call ended, once it has.
+    end: Option<Result<core::provider::Completion, CallFailure>>,
+    /// Whether the iterator has raised the error / stopped already.
+    reported: bool,
+}
+
+/// What waiting on a stream gave.
+enum Next {
+    Chunk(String),
+    End,
+}
+
+impl StreamState {
+    /// The next event (blocking; called with the GIL released).
+    fn next(&mut self) -> Next {
+        if self.end.is_some() {
+            return Next::End;
+        }
+        match self.rx.recv() {
+            Ok(StreamEvent::Chunk(s)) => Next::Chunk(s),
+            Ok(StreamEvent::Done(r)) => {
+                self.end = Some(*r);
+                Next::End
+            }
+            Err(_) => {
+                self.end = Some(Err(CallFailure::Gone));
+                Next::End
+            }
+        }
+    }
+}
+
+/// A streaming call (`Client.stream`): iterate for the text deltas as they
+/// arrive; `completion()` waits for the end and returns the `Completion`
+/// (usage, cost, latency, attempts). A stream that fails before its first
+/// token fails over to the next target; after it, the error is raised by
+/// the iteration. Closing it (or leaving its `with` block) cancels the call.
+#[pyclass(module = "promptops._lowlevel", frozen)]
+struct CompletionStream {
+    state: Mutex<StreamState>,
+    abort: tokio::task::AbortHandle,
+}
+
+impl Drop for CompletionStream {
+    fn drop(&mut self) {
+        self.abort.abort();
+    }
+}
+
+impl CompletionStream {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StreamState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[pymethods]
+impl CompletionStream {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        // The lock is taken with the GIL released: another thread may be
+        // waiting on this stream while holding it.
+        let (next, failure) = py.detach(|| {
+            let mut st = self.lock();
+            let next = st.next();
+            let failure = match (&next, &st.end, st.reported) {
+                (Next::End, Some(Err(f)), false) => Some(f.clone()),
+                _ => None,
+            };
+            if matches!(next, Next::End) {
+                st.reported = true;
+            }
+            (next, failure)
+        });
+        match (next, failure) {
+            (Next::Chunk(s), _) => Ok(Some(s)),
+            (Next::End, Some(f)) => Err(f.to_py(py)),
+            (Next::End, None) => Ok(None),
+        }
+    }
+
+    /// Wait for the end of the call (the remaining deltas are read and
+    /// dropped) and return its `Completion`, or raise its error.
+    fn completion(&self, py: Python<'_>) -> PyResult<Completion> {
+        let end = py.detach(|| {
+            let mut st = self.lock();
+            while let Next::Chunk(_) = st.next() {}
+            st.reported = true;
+            st.end.clone()
+        });
+        match end {
+            Some(Ok(c)) => Ok(Completion { inner: c }),
+            Some(Err(f)) => Err(f.to_py(py)),
+            None => Err(CallFailure::Gone.to_py(py)),
+        }
+    }
+
+    /// Cancel the call if it is still running (idempotent).
+    fn close(&self, py: Python<'_>) {
+        self.abort.abort();
+        py.detach(|| {
+            let mut st = self.lock();
+            if st.end.is_none() {
+                st.end = Some(Err(CallFailure::Gone));
+                st.reported = true;
+            }
+        });
+    }
+
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) {
+        self.close(py);
+    }
+
+    fn __repr__(&self) -> &'static str {
+        "<promptops.CompletionStream>"
+    }
+}
+
+fn attempt_dict<'py>(py: Python<'py>, a: &core::provider::Attempt) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("target", &a.target)?;
+    d.set_item("provider", &a.provider)?;
+    d.set_item("model", &a.model)?;
+    d.set_item("ok", a.ok)?;
+    d.set_item("skipped", a.skipped)?;
+    d.set_item("error_type", a.error_type.as_deref())?;
+    d.set_item("status", a.status)?;
+    d.set_item("message", a.message.as_deref())?;
+    d.set_item("retry_after_ms", a.retry_after_ms)?;
+    d.set_item("latency_ms", a.latency_ms)?;
+    Ok(d)
+}
+
+/// The result of `Client.complete`: the response text with usage, cost,
+/// latency, the target that answered and every attempt.
+#[pyclass(module = "promptops._lowlevel", frozen)]
+struct Completion {
+    inner: core::provider::Completion,
+}
+
+#[pymethods]
+impl Completion {
+    #[getter]
+    fn text(&self) -> &str {
+        &self.inner.text
+    }
+
+    /// `input_tokens`, `output_tokens`, `cached_input_tokens` and
+    /// `reported` (False: counted here, the provider sent no usage).
+    #[getter]
+    fn usage<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let u = &self.inner.usage;
+        let d = PyDict::new(py);
+        d.set_item("input_tokens", u.input_tokens)?;
+        d.set_item("output_tokens", u.output_tokens)?;
+        d.set_item("cached_input_tokens", u.cached_input_tokens)?;
+        d.set_item("reported", u.reported)?;
+        Ok(d)
+    }
+
+    #[getter]
+    fn input_tokens(&self) -> u64 {
+        self.inner.usage.input_tokens
+    }
+
+    #[getter]
+    fn output_tokens(&self) -> u64 {
+        self.inner.usage.output_tokens
+    }
+
+    #[getter]
+    fn cost_usd(&self) -> Option<f64> {
+        self.inner.cost_usd
+    }
+
+    #[getter]
+    fn latency_ms(&self) -> f64 {
+        self.inner.latency_ms
+    }
+
+    #[getter]
+    fn ttft_ms(&self) -> Option<f64> {
+        self.inner.ttft_ms
+    }
+
+    #[getter]
+    fn finish_reason(&self) -> Option<&str> {
+        self.inner.finish_reason.as_deref()
+    }
+
+    #[getter]
+    fn response_model(&self) -> Option<&str> {
+        self.inner.response_model.as_deref()
+    }
+
+    #[getter]
+    fn target<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        target_dict(py, &self.inner.target)
+    }
+
+    #[getter]
+    fn prompt(&self) -> &str {
+        &self.inner.prompt
+    }
+
+    #[getter]
+    fn version(&self) -> u32 {
+        self.inner.version
+    }
+
+    #[getter]
+    fn variant(&self) -> Option<&str> {
+        self.inner.variant.as_deref()
+    }
+
+    #[getter]
+    fn policy_id(&self) -> &str {
+        self.inner.decision.policy_id()
+    }
+
+    #[getter]
+    fn strategy(&self) -> &'static str {
+        self.inner.decision.strategy.as_str()
+    }
+
+    /// Why the router chose the first target, in words.
+    #[getter]
+    fn reason(&self) -> &str {
+        &self.inner.decision.reason
+    }
+
+    #[getter]
+    fn attempts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items = self
+            .inner
+            .attempts
+            .iter()
+            .map(|a| attempt_dict(py, a))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
+    }
+
+    fn __str__(&self) -> &str {
+        &self.inner.text
+    }
+
+    fn __repr__(&self) -> String {
+        let t = &self.inner.target;
+        format!(
+            "<promptops.Completion {} v{} target={} ({}/{}) attempts={}>",
+            self.inner.prompt,
+            self.inner.version,
+            t.id,
+            t.provider,
+            t.model,
+            self.inner.attempts.len()
         )
     }
 }
@@ -1955,6 +2767,9 @@ fn _lowlevel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Prompt>()?;
     m.add_class::<Rendered>()?;
     m.add_class::<Decision>()?;
+    m.add_class::<Completion>()?;
+    m.add_class::<CompletionStream>()?;
+    m.add_class::<CallHandle>()?;
     m.add_function(wrap_pyfunction!(validate_policy, m)?)?;
     m.add_function(wrap_pyfunction!(route_bucket, m)?)?;
     m.add_function(wrap_pyfunction!(count_tokens, m)?)?;

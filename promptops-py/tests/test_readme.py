@@ -3,7 +3,8 @@ namespace, from the repository root; what a block prints must equal its
 full-line `# ...` comments (the README's shown output). The live-delivery
 block reads a real registry's URL and SDK key from the environment
 (PROMPTOPS_SERVER, PROMPTOPS_SDK_KEY, as `promptops serve --demo` writes
-them to promptops-demo.env)."""
+them to promptops-demo.env); the provider-call block reads the mock
+provider's URL from OPENAI_BASE_URL / ANTHROPIC_BASE_URL."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 
 from conftest import PY_ROOT, REPO
 from live_registry import Registry
+from mock_provider import MockProvider
 
 README = PY_ROOT / "README.md"
 
@@ -46,13 +48,21 @@ def test_readme_has_python_blocks() -> None:
 
 def test_readme_python_blocks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     registry = Registry(tmp_path)
+    # The provider-call block talks to the repository's mock provider.
+    mock = MockProvider()
     try:
         monkeypatch.setenv("PROMPTOPS_SERVER", registry.url)
         monkeypatch.setenv("PROMPTOPS_SDK_KEY", registry.sdk_key)
         monkeypatch.setenv("PROMPTOPS_CACHE_DIR", str(tmp_path / "cache"))
+        monkeypatch.setenv("OPENAI_BASE_URL", mock.url)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", mock.url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-readme-test")
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-readme-test")
         run_blocks(monkeypatch)
+        assert [r["authorization"] for r in mock.received()] == ["Bearer sk-readme-test"] * 3
     finally:
         registry.kill()
+        mock.close()
 
 
 def run_blocks(monkeypatch: pytest.MonkeyPatch) -> None:

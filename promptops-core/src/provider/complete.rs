@@ -246,7 +246,7 @@ impl Client {
                     stream: call_opts.stream,
                 };
                 let started = Instant::now();
-                let res = call(http, ep, &req, call_opts, opts.on_chunk.as_deref()).await;
+                let res = call(&http, ep, &req, call_opts, opts.on_chunk.as_deref()).await;
                 let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
                 match res {
                     Ok(cr) => {

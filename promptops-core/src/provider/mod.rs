@@ -16,7 +16,7 @@ pub mod sse;
 mod upload;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use complete::{Attempt, CompleteOptions, Completion, Usage};
@@ -196,12 +196,15 @@ pub struct ProvidersConfig {
     pub defaults: CallOptions,
 }
 
-/// The client's endpoints and its shared HTTP client (built on first use).
+/// The client's endpoints and its shared HTTP client (built on first use,
+/// and again in a child process after `fork()`: the parent's pooled
+/// connections and their tasks are not the child's to use).
 #[derive(Debug)]
 pub(crate) struct Providers {
     endpoints: BTreeMap<String, Arc<Endpoint>>,
     pub(crate) defaults: CallOptions,
-    http: OnceLock<std::result::Result<reqwest::Client, String>>,
+    /// The HTTP client and the id of the process that built it.
+    http: Mutex<Option<(u32, reqwest::Client)>>,
 }
 
 impl Providers {
@@ -216,7 +219,7 @@ impl Providers {
         Providers {
             endpoints,
             defaults: cfg.defaults,
-            http: OnceLock::new(),
+            http: Mutex::new(None),
         }
     }
 
@@ -224,11 +227,22 @@ impl Providers {
         self.endpoints.get(name)
     }
 
-    pub(crate) fn http(&self) -> Result<&reqwest::Client> {
-        self.http
-            .get_or_init(|| build_http(self.defaults.connect_timeout))
-            .as_ref()
-            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))
+    pub(crate) fn http(&self) -> Result<reqwest::Client> {
+        let pid = std::process::id();
+        let mut slot = self.http.lock().unwrap_or_else(|p| p.into_inner());
+        match &*slot {
+            Some((built_by, c)) if *built_by == pid => Ok(c.clone()),
+            _ => {
+                let c = build_http(self.defaults.connect_timeout)
+                    .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+                if let Some(old) = slot.replace((pid, c.clone())) {
+                    // The parent's client (after fork): its connection tasks
+                    // do not exist here, so dropping it could wait on them.
+                    std::mem::forget(old);
+                }
+                Ok(c)
+            }
+        }
     }
 }
 

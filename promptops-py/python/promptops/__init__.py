@@ -10,7 +10,7 @@ binding over it (``promptops._lowlevel``) plus the exception classes.
 
 from __future__ import annotations
 
-from ._client import Client
+from ._client import AsyncCompletionStream, Client
 from ._errors import (
     ConfigError,
     FuelExhausted,
@@ -32,6 +32,8 @@ from ._errors import (
 )
 from ._lowlevel import (
     BUILTIN_PRICES_AS_OF,
+    Completion,
+    CompletionStream,
     Decision,
     Prompt,
     Rendered,
@@ -46,8 +48,11 @@ from ._lowlevel import (
 from ._routing import validate_policy
 from ._types import (
     ApplyResult,
+    Attempt,
+    CallOptions,
     Change,
     Diagnostic,
+    Endpoint,
     Message,
     ModelPrice,
     Outcome,
@@ -56,6 +61,7 @@ from ._types import (
     TelemetryOptions,
     TokenCountDetail,
     TokenizerInfo,
+    Usage,
 )
 
 __all__ = [
@@ -65,6 +71,13 @@ __all__ = [
     "Prompt",
     "Rendered",
     "Decision",
+    "Completion",
+    "CompletionStream",
+    "AsyncCompletionStream",
+    "Endpoint",
+    "CallOptions",
+    "Usage",
+    "Attempt",
     "validate_policy",
     "route_bucket",
     "Target",

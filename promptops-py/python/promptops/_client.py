@@ -1,20 +1,34 @@
 """The public client: the native client plus argument checks, fork safety
-for live delivery and the asyncio entry point."""
+for live delivery and the asyncio entry points."""
 
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import weakref
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Collection,
+    Mapping,
+    Optional,
+    Sequence,
+    Set,
+    Union,
+)
 
 from . import _lowlevel
 from ._errors import ConfigError
-from ._lowlevel import Prompt
-from ._types import ApplyResult, Message, TelemetryOptions
+from ._lowlevel import Completion, CompletionStream, Prompt
+from ._types import ApplyResult, CallOptions, Endpoint, Message, TelemetryOptions
 
-__all__ = ["Client"]
+if TYPE_CHECKING:
+    # asyncio is imported where it is used: importing it costs more than the
+    # rest of `import promptops` (cold start), and sync apps never need it.
+    import asyncio
+
+__all__ = ["Client", "AsyncCompletionStream"]
 
 StrPath = Union[str, "os.PathLike[str]"]
 Fallback = Union[str, Sequence[Message]]
@@ -86,6 +100,17 @@ class Client(_lowlevel.Client):
     decisions and calls are recorded, and :meth:`metrics_text` returns them
     in the Prometheus text format (OpenTelemetry GenAI metric names).
 
+    Provider calls: :meth:`complete` renders a prompt, routes it, calls the
+    chosen provider (OpenAI Chat Completions and compatible servers,
+    Anthropic Messages) and fails over per the routing policy, returning a
+    :class:`Completion` with usage, cost, latency, the target and every
+    attempt; :meth:`stream` yields the text as it arrives; :meth:`acomplete`
+    and :meth:`astream` are the asyncio versions. ``providers`` maps
+    provider names to :class:`Endpoint` settings (URL, key); API keys come
+    from the environment (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``) unless
+    given there, and are never logged. ``call_options`` (:class:`CallOptions`)
+    sets the default timeouts, streaming and failover of every call.
+
     With ``strict=True`` a prompt file or bundle entry that cannot be loaded
     fails the constructor (``ParseError``, ``TemplateError``, ...); by
     default it is reported in ``diagnostics`` and the rest loads.
@@ -104,6 +129,8 @@ class Client(_lowlevel.Client):
         strict: bool = False,
         redis_prefix: str = "promptops",
         telemetry: Union[bool, TelemetryOptions, None] = None,
+        providers: Optional[Mapping[str, Endpoint]] = None,
+        call_options: Optional[CallOptions] = None,
     ) -> Client:
         if isinstance(startup_wait, bool) or not isinstance(startup_wait, (int, float)):
             raise TypeError(f"startup_wait must be a number, not {type(startup_wait).__name__}")
@@ -122,6 +149,8 @@ class Client(_lowlevel.Client):
             cache_dir=cache_dir,
             startup_wait=float(startup_wait),
             telemetry=telemetry,
+            providers=providers,
+            call_options=call_options,
         )
         if server is not None or redis is not None:
             _LIVE.add(self)
@@ -143,6 +172,8 @@ class Client(_lowlevel.Client):
         the store, as live sources do; listeners registered with
         :meth:`on_change` are called when it changes what a label serves."""
         if isinstance(snapshot, Mapping):
+            import json
+
             snapshot = json.dumps(snapshot)
         return super().apply_snapshot(snapshot)
 
@@ -162,8 +193,274 @@ class Client(_lowlevel.Client):
             name, vars, route_key=route_key, label=label, attributes=attributes, **kwargs
         )
 
+    def complete(
+        self,
+        prompt_name: str,
+        vars: Optional[Mapping[str, Any]] = None,
+        /,
+        *,
+        route_key: Optional[str] = None,
+        label: Optional[str] = None,
+        attributes: Optional[Mapping[str, str]] = None,
+        stream: Optional[bool] = None,
+        timeout: Optional[float] = None,
+        ttft_timeout: Optional[float] = None,
+        max_attempts: Optional[int] = None,
+        failover_on: Optional[Collection[str]] = None,
+        on_chunk: Optional[Callable[[str], object]] = None,
+        **kwargs: Any,
+    ) -> Completion:
+        """Render ``prompt_name`` with ``vars`` and/or keyword arguments,
+        route it (sticky by ``route_key``), call the chosen provider and fail
+        over on connection errors, timeouts, 429 (honouring ``Retry-After``)
+        and 5xx. Blocks with the GIL released. ``on_chunk(text)`` is called
+        with each streamed delta (and implies ``stream=True``); an exception
+        it raises cancels the call and propagates. Raises
+        :class:`ProviderError` (``.status``, ``.attempts``) when every
+        attempt failed, :class:`NoRoute` when no target could be tried."""
+        if on_chunk is None:
+            return super().complete(
+                prompt_name,
+                vars,
+                route_key=route_key,
+                label=label,
+                attributes=attributes,
+                stream=stream,
+                timeout=timeout,
+                ttft_timeout=ttft_timeout,
+                max_attempts=max_attempts,
+                failover_on=failover_on,
+                **kwargs,
+            )
+        with self.stream(
+            prompt_name,
+            vars,
+            route_key=route_key,
+            label=label,
+            attributes=attributes,
+            timeout=timeout,
+            ttft_timeout=ttft_timeout,
+            max_attempts=max_attempts,
+            failover_on=failover_on,
+            **kwargs,
+        ) as s:
+            for text in s:
+                on_chunk(text)
+            return s.completion()
+
+    async def acomplete(
+        self,
+        prompt_name: str,
+        vars: Optional[Mapping[str, Any]] = None,
+        /,
+        *,
+        route_key: Optional[str] = None,
+        label: Optional[str] = None,
+        attributes: Optional[Mapping[str, str]] = None,
+        stream: Optional[bool] = None,
+        timeout: Optional[float] = None,
+        ttft_timeout: Optional[float] = None,
+        max_attempts: Optional[int] = None,
+        failover_on: Optional[Collection[str]] = None,
+        on_chunk: Optional[Callable[[str], object]] = None,
+        **kwargs: Any,
+    ) -> Completion:
+        """:meth:`complete` for asyncio: the call runs on the module's own
+        runtime and the event loop is never blocked. Cancelling the awaiting
+        task cancels the HTTP request. ``on_chunk(text)`` runs in the event
+        loop for each streamed delta."""
+        import asyncio
+
+        if on_chunk is not None:
+            async with self.astream(
+                prompt_name,
+                vars,
+                route_key=route_key,
+                label=label,
+                attributes=attributes,
+                timeout=timeout,
+                ttft_timeout=ttft_timeout,
+                max_attempts=max_attempts,
+                failover_on=failover_on,
+                **kwargs,
+            ) as s:
+                async for text in s:
+                    on_chunk(text)
+                return await s.completion()
+        loop = asyncio.get_running_loop()
+        fut: "asyncio.Future[Completion]" = loop.create_future()
+        call = self.spawn_complete(
+            prompt_name,
+            vars,
+            _settler(loop, fut),
+            None,
+            route_key=route_key,
+            label=label,
+            attributes=attributes,
+            stream=stream,
+            timeout=timeout,
+            ttft_timeout=ttft_timeout,
+            max_attempts=max_attempts,
+            failover_on=failover_on,
+            **kwargs,
+        )
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+
+    def astream(
+        self,
+        prompt_name: str,
+        vars: Optional[Mapping[str, Any]] = None,
+        /,
+        *,
+        route_key: Optional[str] = None,
+        label: Optional[str] = None,
+        attributes: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+        ttft_timeout: Optional[float] = None,
+        max_attempts: Optional[int] = None,
+        failover_on: Optional[Collection[str]] = None,
+        **kwargs: Any,
+    ) -> AsyncCompletionStream:
+        """:meth:`stream` for asyncio (call it from a coroutine): ``async
+        for text in client.astream(...)``, then ``await s.completion()``.
+        Use it as ``async with`` to cancel the call if the block exits
+        early."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        s = AsyncCompletionStream(loop)
+        s._call = self.spawn_complete(
+            prompt_name,
+            vars,
+            s._on_done,
+            s._on_chunk,
+            route_key=route_key,
+            label=label,
+            attributes=attributes,
+            timeout=timeout,
+            ttft_timeout=ttft_timeout,
+            max_attempts=max_attempts,
+            failover_on=failover_on,
+            **kwargs,
+        )
+        return s
+
     def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _settler(
+    loop: asyncio.AbstractEventLoop, fut: "asyncio.Future[Completion]"
+) -> Callable[[Optional[Completion], Optional[BaseException]], None]:
+    """An ``on_done`` for ``spawn_complete`` that settles ``fut`` in its
+    event loop (it is called from a runtime thread)."""
+
+    def settle(result: Optional[Completion], error: Optional[BaseException]) -> None:
+        if fut.done():  # cancelled meanwhile
+            return
+        if error is not None:
+            fut.set_exception(error)
+        elif result is not None:
+            fut.set_result(result)
+
+    def on_done(result: Optional[Completion], error: Optional[BaseException]) -> None:
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop is closed: nobody is waiting
+            pass
+
+    return on_done
+
+
+class AsyncCompletionStream:
+    """A streaming call for asyncio (``Client.astream``): ``async for`` gives
+    the text deltas as they arrive; :meth:`completion` waits for the end and
+    returns the :class:`Completion`. A stream that fails before its first
+    token fails over to the next target; after it, the error is raised by
+    the iteration. :meth:`aclose` (or leaving ``async with``) cancels the
+    call."""
+
+    _call: Optional[_lowlevel.CallHandle]
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        import asyncio
+
+        self._loop = loop
+        self._queue: "asyncio.Queue[str]" = asyncio.Queue()
+        self._end: "asyncio.Future[Completion]" = loop.create_future()
+        self._reported = False
+        self._call = None
+
+    # Called from a runtime thread.
+    def _on_chunk(self, text: str) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, text)
+        except RuntimeError:
+            pass
+
+    def _on_done(self, result: Optional[Completion], error: Optional[BaseException]) -> None:
+        _settler(self._loop, self._end)(result, error)
+
+    def __aiter__(self) -> AsyncCompletionStream:
+        return self
+
+    async def __anext__(self) -> str:
+        import asyncio
+
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        if self._reported:
+            raise StopAsyncIteration
+        getter = asyncio.ensure_future(self._queue.get())
+        waiters: "Set[asyncio.Future[Any]]" = {getter, self._end}
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            getter.cancel()
+            raise
+        if getter.done():
+            return getter.result()
+        getter.cancel()
+        # Chunks are queued before the end is settled (both go through
+        # call_soon_threadsafe, in order): none is left behind.
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        self._reported = True
+        if self._end.cancelled():
+            raise StopAsyncIteration
+        error = self._end.exception()
+        if error is not None:
+            raise error
+        raise StopAsyncIteration
+
+    async def completion(self) -> Completion:
+        """Wait for the end of the call (remaining deltas are dropped) and
+        return its :class:`Completion`, or raise its error."""
+        import asyncio
+
+        self._reported = True
+        return await asyncio.shield(self._end)
+
+    async def aclose(self) -> None:
+        """Cancel the call if it is still running (idempotent)."""
+        if self._call is not None:
+            self._call.cancel()
+        if not self._end.done():
+            self._end.cancel()
+        self._reported = True
+
+    async def __aenter__(self) -> AsyncCompletionStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return "<promptops.AsyncCompletionStream>"

@@ -1,13 +1,27 @@
 # Hand-written stub of the native module (promptops-py/src/lib.rs).
 # Checked against the built module by `python -m mypy.stubtest promptops._lowlevel`.
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union, final
+from typing import (
+    Any,
+    Callable,
+    Collection,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Union,
+    final,
+)
 
 from typing_extensions import Self, disjoint_base
 
 from promptops._types import (
     ApplyResult,
+    Attempt,
+    CallOptions,
     Diagnostic,
+    Endpoint,
     Message,
     ModelPrice,
     Outcome,
@@ -16,6 +30,7 @@ from promptops._types import (
     TelemetryOptions,
     TokenCountDetail,
     TokenizerInfo,
+    Usage,
 )
 
 __all__ = [
@@ -23,6 +38,9 @@ __all__ = [
     "Prompt",
     "Rendered",
     "Decision",
+    "Completion",
+    "CompletionStream",
+    "CallHandle",
     "validate_policy",
     "route_bucket",
     "count_tokens",
@@ -54,6 +72,8 @@ class Client:
         cache_dir: Optional[Union[str, os.PathLike[str]]] = None,
         startup_wait: float = 0.0,
         telemetry: Union[bool, TelemetryOptions, None] = None,
+        providers: Optional[Mapping[str, Endpoint]] = None,
+        call_options: Optional[CallOptions] = None,
     ) -> Self: ...
     def get(
         self,
@@ -125,6 +145,61 @@ class Client:
     def metrics_text(self) -> str:
         """Telemetry metrics in the Prometheus text format (``ConfigError``
         when telemetry is off)."""
+    def complete(
+        self,
+        name: str,
+        vars: Optional[Mapping[str, Any]] = None,
+        /,
+        *,
+        route_key: Optional[str] = None,
+        label: Optional[str] = None,
+        attributes: Optional[Mapping[str, str]] = None,
+        stream: Optional[bool] = None,
+        timeout: Optional[float] = None,
+        ttft_timeout: Optional[float] = None,
+        max_attempts: Optional[int] = None,
+        failover_on: Optional[Collection[str]] = None,
+        **kwargs: Any,
+    ) -> Completion:
+        """Render, route, call the provider and fail over (blocking, GIL
+        released). Options left ``None`` take the client's ``call_options``."""
+    def stream(
+        self,
+        name: str,
+        vars: Optional[Mapping[str, Any]] = None,
+        /,
+        *,
+        route_key: Optional[str] = None,
+        label: Optional[str] = None,
+        attributes: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+        ttft_timeout: Optional[float] = None,
+        max_attempts: Optional[int] = None,
+        failover_on: Optional[Collection[str]] = None,
+        **kwargs: Any,
+    ) -> CompletionStream:
+        """``complete`` streamed: iterate for the text deltas."""
+    def spawn_complete(
+        self,
+        name: str,
+        vars: Optional[Mapping[str, Any]],
+        on_done: Callable[[Optional[Completion], Optional[BaseException]], object],
+        on_chunk: Optional[Callable[[str], object]] = None,
+        /,
+        *,
+        route_key: Optional[str] = None,
+        label: Optional[str] = None,
+        attributes: Optional[Mapping[str, str]] = None,
+        stream: Optional[bool] = None,
+        timeout: Optional[float] = None,
+        ttft_timeout: Optional[float] = None,
+        max_attempts: Optional[int] = None,
+        failover_on: Optional[Collection[str]] = None,
+        **kwargs: Any,
+    ) -> CallHandle:
+        """Start ``complete`` on the module's runtime and return at once;
+        ``on_chunk(text)`` and then ``on_done(completion, error)`` are called
+        from a runtime thread (``on_done`` not after ``cancel()``)."""
 
 @final
 class Prompt:
@@ -228,6 +303,67 @@ class Decision:
     @property
     def messages(self) -> List[Message]:
         """The rendered messages (a text prompt is one ``user`` message)."""
+
+@final
+class Completion:
+    @property
+    def text(self) -> str: ...
+    @property
+    def usage(self) -> Usage: ...
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cost_usd(self) -> Optional[float]:
+        """From the usage and the price table (``None``: unpriced model)."""
+    @property
+    def latency_ms(self) -> float:
+        """Of the attempt that answered."""
+    @property
+    def ttft_ms(self) -> Optional[float]:
+        """Time to first token (streams only)."""
+    @property
+    def finish_reason(self) -> Optional[str]: ...
+    @property
+    def response_model(self) -> Optional[str]: ...
+    @property
+    def target(self) -> Target:
+        """The target that answered."""
+    @property
+    def prompt(self) -> str:
+        """The prompt sent (another one after a ``fallback_prompt``)."""
+    @property
+    def version(self) -> int: ...
+    @property
+    def variant(self) -> Optional[str]: ...
+    @property
+    def policy_id(self) -> str: ...
+    @property
+    def strategy(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def attempts(self) -> List[Attempt]:
+        """Every attempt, in order (failed, skipped and the one that answered)."""
+
+@final
+class CompletionStream:
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> str: ...
+    def completion(self) -> Completion:
+        """Wait for the end (remaining deltas are dropped); the ``Completion``
+        or the call's error."""
+    def close(self) -> None:
+        """Cancel the call if it is still running (idempotent)."""
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *_exc: object) -> None: ...
+
+@final
+class CallHandle:
+    def cancel(self) -> None: ...
+    @property
+    def done(self) -> bool: ...
 
 def validate_policy(policy: str, prompt: Optional[str] = None) -> Dict[str, Any]: ...
 def route_bucket(policy_id: str, experiment: str, key: str) -> int: ...

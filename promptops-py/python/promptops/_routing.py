@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, Mapping, Optional, Union
 
 from . import _lowlevel
@@ -25,5 +24,7 @@ def validate_policy(
         text = policy
     else:
         # Any JSON value: the core reports a non-object as a PolicyError.
+        import json
+
         text = json.dumps(policy)
     return _lowlevel.validate_policy(text, prompt)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, TypedDict
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, TypedDict
 
 __all__ = [
     "Message",
@@ -16,6 +16,10 @@ __all__ = [
     "Target",
     "Outcome",
     "TelemetryOptions",
+    "Endpoint",
+    "CallOptions",
+    "Usage",
+    "Attempt",
 ]
 
 
@@ -145,3 +149,78 @@ class TelemetryOptions(TypedDict, total=False):
     project: str
     mask_pii: bool
     """Mask e-mail addresses, phone numbers, ... in event attributes."""
+
+
+class Endpoint(TypedDict, total=False):
+    """Where a provider name (the ``provider`` of a routing target) is
+    served: ``Client(providers={"openai": {...}, "vllm": {...}})`` (the
+    core's ``Endpoint``). ``openai`` and ``anthropic`` are known already
+    (their public URLs, keys from ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY``);
+    settings given for them replace those defaults one by one. Any other
+    name is an OpenAI-compatible server (vLLM, Ollama, a gateway) and needs
+    ``base_url``. Keys are never logged, shown in ``repr`` or put in errors."""
+
+    protocol: Literal["openai", "anthropic"]
+    """The wire protocol (default: ``anthropic`` for ``anthropic``, else
+    ``openai``, the Chat Completions API)."""
+    base_url: str
+    """Base URL with the API version path, e.g. ``http://localhost:8000/v1``."""
+    api_key: str
+    """The key itself (default: read from ``api_key_env`` at call time)."""
+    api_key_env: str
+    """The environment variable the key is read from at call time."""
+    headers: Mapping[str, str]
+    """Extra request headers (their values are treated as secrets)."""
+
+
+class CallOptions(TypedDict, total=False):
+    """``Client(call_options=...)``: the default settings of provider calls
+    (the core's ``CallOptions``); ``complete`` takes the same as keywords."""
+
+    stream: bool
+    """Stream responses (SSE; gives ``ttft_ms``). Default ``False``."""
+    timeout: float
+    """Seconds a whole attempt may take (default 60)."""
+    ttft_timeout: float
+    """Streams: seconds to wait for the first token (default 20)."""
+    connect_timeout: float
+    """Seconds a connection may take to open (default 5; client-wide)."""
+    max_attempts: int
+    """Most attempts (default: the policy's ``failover.max_attempts``, else
+    every target)."""
+    failover_on: Sequence[str]
+    """Failure classes failed over on (default: the policy's
+    ``failover.on``): ``connect``, ``timeout``, ``rate_limited``,
+    ``server_error``, ``malformed_response``, ``client_error``."""
+
+
+class Usage(TypedDict):
+    """Token usage of a completion (``Completion.usage``)."""
+
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    reported: bool
+    """``False``: the provider sent no usage and the tokens were counted
+    here."""
+
+
+class Attempt(TypedDict):
+    """One attempt of a ``complete`` (``Completion.attempts``)."""
+
+    target: str
+    provider: str
+    model: str
+    ok: bool
+    skipped: bool
+    """Not called: the target's circuit was open."""
+    error_type: Optional[str]
+    """``connect``, ``timeout``, ``ttft_timeout``, ``rate_limited``,
+    ``server_error``, ``client_error``, ``malformed_response``,
+    ``stream_error``, ``auth``, ``circuit_open``, ``unsupported_provider``."""
+    status: Optional[int]
+    message: Optional[str]
+    retry_after_ms: Optional[int]
+    """A 429's ``Retry-After``, in milliseconds (the target is not used
+    again before it passes)."""
+    latency_ms: float
