@@ -36,6 +36,7 @@ fn main() {
             revision: 2 + i as u64,
             upserts: vec![p.clone()],
             removed: vec![],
+            models: None,
         };
         let json = serde_json::to_vec(&d).unwrap();
         let d: Delta = serde_json::from_slice(&json).unwrap();

@@ -373,8 +373,30 @@ impl Client {
         out
     }
 
+    /// The client's own price table: the built-in one with the builder's
+    /// overrides. See [`effective_pricing`](Self::effective_pricing) for the
+    /// table with the registry's model catalogue laid over it.
     pub fn pricing(&self) -> &PricingTable {
         &self.inner.pricing
+    }
+
+    /// The price table cost estimates and routing use: the built-in table,
+    /// the builder's overrides, then the current snapshot's model catalogue
+    /// (which wins). Computed once per snapshot.
+    pub fn effective_pricing(&self) -> Arc<PricingTable> {
+        match self.inner.store.current() {
+            Some(s) => s.catalogue.pricing(&self.inner.pricing),
+            None => self.inner.pricing.clone(),
+        }
+    }
+
+    /// The model catalogue of the current snapshot (empty without one).
+    pub fn models(&self) -> Vec<crate::catalogue::ModelEntry> {
+        self.inner
+            .store
+            .current()
+            .map(|s| s.catalogue.entries().to_vec())
+            .unwrap_or_default()
     }
 
     /// Called after every update that changes what some label serves.
@@ -532,6 +554,7 @@ impl Client {
         }
         let revision = snap.data.revision;
         let hash = snap.hash.clone();
+        let pricing = snap.catalogue.pricing(&self.inner.pricing);
         Ok(Prompt {
             source: snap.source,
             env_owner: EnvOwner::Snapshot(snap),
@@ -539,7 +562,7 @@ impl Client {
             label: label_out,
             label_id,
             variant: None,
-            pricing: self.inner.pricing.clone(),
+            pricing,
             revision,
             snapshot_hash: Some(hash),
             telemetry: self.inner.engine.telemetry.clone(),
@@ -584,7 +607,7 @@ impl Client {
             label_id: DEFAULT_LABEL_ID,
             source: Source::Fallback,
             variant: None,
-            pricing: self.inner.pricing.clone(),
+            pricing: self.effective_pricing(),
             revision: 0,
             snapshot_hash: None,
             telemetry: self.inner.engine.telemetry.clone(),

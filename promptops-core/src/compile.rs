@@ -186,6 +186,8 @@ pub struct CompiledSnapshot {
     pub(crate) limits: Limits,
     pub(crate) source: Source,
     pub(crate) loaded_at: SystemTime,
+    /// The model catalogue of `data`, indexed (see `crate::catalogue`).
+    pub(crate) catalogue: Arc<crate::catalogue::Catalogue>,
 }
 
 impl std::fmt::Debug for CompiledSnapshot {
@@ -391,7 +393,9 @@ impl CompiledSnapshot {
             check_includes(label, &resolution[id], &mut prompts, &mut diagnostics);
         }
 
+        let catalogue = Arc::new(crate::catalogue::Catalogue::new(&data.models));
         CompiledSnapshot {
+            catalogue,
             raw: data.clone(),
             hash: Arc::from(data.hash.as_str()),
             label_names: label_names.iter().map(|l| Arc::from(l.as_str())).collect(),

@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::catalogue::{ModelEntry, check_models};
 use crate::error::{Error, Result};
 use crate::model::{PromptData, validate_label, validate_name};
 
@@ -31,6 +32,10 @@ pub struct SnapshotData {
     pub hash: String,
     /// Prompts sorted by name.
     pub prompts: Vec<PromptData>,
+    /// The project's model catalogue, sorted by model id (absent = empty;
+    /// see [`crate::catalogue`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelEntry>,
 }
 
 /// Changes since an event id: prompts added or changed (their whole record:
@@ -46,12 +51,28 @@ pub struct Delta {
     pub upserts: Vec<PromptData>,
     #[serde(default)]
     pub removed: Vec<String>,
+    /// The whole model catalogue after this change, when the change touched
+    /// it (absent: the catalogue is unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<ModelEntry>>,
 }
 
 impl SnapshotData {
     /// A snapshot of `prompts` (sorted, validated lightly) with its hash.
-    pub fn new(project: impl Into<String>, revision: u64, mut prompts: Vec<PromptData>) -> Self {
+    pub fn new(project: impl Into<String>, revision: u64, prompts: Vec<PromptData>) -> Self {
+        Self::with_catalogue(project, revision, prompts, Vec::new())
+    }
+
+    /// A snapshot of `prompts` and the model catalogue `models` (both
+    /// sorted) with its hash.
+    pub fn with_catalogue(
+        project: impl Into<String>,
+        revision: u64,
+        mut prompts: Vec<PromptData>,
+        mut models: Vec<ModelEntry>,
+    ) -> Self {
         prompts.sort_by(|a, b| a.name.cmp(&b.name));
+        models.sort_by(|a, b| a.model.cmp(&b.model));
         let mut s = SnapshotData {
             format: SNAPSHOT_FORMAT.to_string(),
             project: project.into(),
@@ -59,13 +80,14 @@ impl SnapshotData {
             created_at: None,
             hash: String::new(),
             prompts,
+            models,
         };
         s.hash = s.compute_hash();
         s
     }
 
-    /// `sha256:<hex>` of the JSON of the project name and the prompts, as
-    /// serde serialises them (fields in declaration order, maps sorted;
+    /// `sha256:<hex>` of the JSON of the project name, the prompts and (when
+    /// not empty) the model catalogue, as serde serialises them (fields in declaration order, maps sorted;
     /// free-form JSON values keep their order, which a round trip through
     /// JSON preserves). Revision and timestamps are left out: two snapshots
     /// with the same content have the same hash. Streamed into the hasher,
@@ -75,6 +97,10 @@ impl SnapshotData {
         struct Content<'a> {
             project: &'a str,
             prompts: &'a [PromptData],
+            // Left out when empty: snapshots without a catalogue keep the
+            // hashes they had before catalogues existed.
+            #[serde(skip_serializing_if = "<[ModelEntry]>::is_empty")]
+            models: &'a [ModelEntry],
         }
         struct HashWriter(Sha256);
         impl Write for HashWriter {
@@ -92,6 +118,7 @@ impl SnapshotData {
             &Content {
                 project: &self.project,
                 prompts: &self.prompts,
+                models: &self.models,
             },
         );
         format!("sha256:{}", hex::encode(w.0.finalize()))
@@ -119,6 +146,7 @@ impl SnapshotData {
             }
             validate_prompt(p)?;
         }
+        validate_models(&self.models)?;
         Ok(())
     }
 
@@ -206,14 +234,29 @@ impl SnapshotData {
             validate_prompt(p)?;
             map.insert(p.name.clone(), p.clone());
         }
-        let mut out = SnapshotData::new(
+        let models = match &delta.models {
+            Some(m) => {
+                validate_models(m)?;
+                m.clone()
+            }
+            None => self.models.clone(),
+        };
+        let mut out = SnapshotData::with_catalogue(
             self.project.clone(),
             delta.revision,
             map.into_values().collect(),
+            models,
         );
         out.created_at.clone_from(&self.created_at);
         Ok(out)
     }
+}
+
+/// The catalogue's checks as a snapshot error naming the field
+/// (`model catalogue: models[2].input_per_mtok: …`).
+fn validate_models(models: &[ModelEntry]) -> Result<()> {
+    check_models(models)
+        .map_err(|(field, msg)| Error::Snapshot(format!("model catalogue: {field}: {msg}")))
 }
 
 fn validate_prompt(p: &PromptData) -> Result<()> {
