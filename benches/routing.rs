@@ -81,6 +81,7 @@ fn decide(c: &mut Criterion) {
                         &RouteInput {
                             key: Some(&keys[k]),
                             estimates: None,
+                            unavailable: None,
                         },
                     )
                     .expect("decide"),
@@ -132,6 +133,7 @@ fn decide(c: &mut Criterion) {
                         &RouteInput {
                             key: None,
                             estimates: Some(&est),
+                            unavailable: None,
                         },
                     )
                     .expect("decide"),

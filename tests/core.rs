@@ -525,6 +525,7 @@ fn newer_wins_deltas_and_change_events() {
             text_prompt("m/b", &[(1, "b")], &[("production", 1)]),
         ],
         removed: vec![],
+        models: None,
     };
     let out = client
         .apply(Update::Delta(delta.clone()), Source::Memory)
@@ -545,6 +546,7 @@ fn newer_wins_deltas_and_change_events() {
         revision: 9,
         upserts: vec![],
         removed: vec!["m/b".into()],
+        models: None,
     };
     assert_eq!(
         client
@@ -560,6 +562,7 @@ fn newer_wins_deltas_and_change_events() {
         revision: 7,
         upserts: vec![],
         removed: vec!["m/b".into()],
+        models: None,
     };
     client.apply(Update::Delta(rm), Source::Memory).unwrap();
     assert_eq!(client.get("m/b").unwrap_err().kind(), "PROMPT_NOT_FOUND");
@@ -1211,6 +1214,7 @@ fn a_delta_elsewhere_keeps_a_held_back_version_held_back() {
             &[("production", 2)],
         )],
         removed: vec![],
+        models: None,
     };
     client.apply(Update::Delta(broken), Source::Memory).unwrap();
     assert_eq!(client.get("m/a").unwrap().version(), 1);
@@ -1225,6 +1229,7 @@ fn a_delta_elsewhere_keeps_a_held_back_version_held_back() {
             &[("production", 2)],
         )],
         removed: vec![],
+        models: None,
     };
     client.apply(Update::Delta(other), Source::Memory).unwrap();
     assert_eq!(client.get("m/a").unwrap().version(), 1);

@@ -110,6 +110,7 @@ impl FakeRegistry {
             revision: rev,
             upserts,
             removed,
+            models: None,
         };
         g.snapshot = SnapshotData::new(old.project.clone(), rev, prompts);
         g.events.push((rev, delta.clone()));

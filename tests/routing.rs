@@ -86,6 +86,7 @@ fn vector_sticky_targets() {
                     &RouteInput {
                         key: Some(key),
                         estimates: None,
+                        unavailable: None,
                     },
                 )
                 .unwrap();
@@ -98,6 +99,7 @@ fn vector_sticky_targets() {
                     &RouteInput {
                         key: Some(key),
                         estimates: None,
+                        unavailable: None,
                     },
                 )
                 .unwrap();

@@ -20,7 +20,7 @@ fn main() {
         policy: None,
     };
     prompts.push(p.clone().into());
-    let snap = SnapshotData::from_shared("demo", 1, prompts);
+    let snap = SnapshotData::from_shared("demo", 1, prompts, Vec::new());
     let client = Client::builder().project("demo").build().unwrap();
     client
         .apply(Update::Snapshot(snap), Source::Memory)
@@ -36,6 +36,7 @@ fn main() {
             revision: 2 + i as u64,
             upserts: vec![p.clone()],
             removed: vec![],
+            models: None,
         };
         let json = serde_json::to_vec(&d).unwrap();
         let d: Delta = serde_json::from_slice(&json).unwrap();

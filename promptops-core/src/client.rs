@@ -373,8 +373,30 @@ impl Client {
         out
     }
 
+    /// The client's own price table: the built-in one with the builder's
+    /// overrides. See [`effective_pricing`](Self::effective_pricing) for the
+    /// table with the registry's model catalogue laid over it.
     pub fn pricing(&self) -> &PricingTable {
         &self.inner.pricing
+    }
+
+    /// The price table cost estimates and routing use: the built-in table,
+    /// the builder's overrides, then the current snapshot's model catalogue
+    /// (which wins). Computed once per snapshot.
+    pub fn effective_pricing(&self) -> Arc<PricingTable> {
+        match self.inner.store.current() {
+            Some(s) => s.catalogue.pricing(&self.inner.pricing),
+            None => self.inner.pricing.clone(),
+        }
+    }
+
+    /// The model catalogue of the current snapshot (empty without one).
+    pub fn models(&self) -> Vec<crate::catalogue::ModelEntry> {
+        self.inner
+            .store
+            .current()
+            .map(|s| s.catalogue.entries().to_vec())
+            .unwrap_or_default()
     }
 
     /// Called after every update that changes what some label serves.
@@ -531,6 +553,7 @@ impl Client {
             return Err(e.clone());
         }
         let revision = snap.data.revision;
+        let pricing = snap.catalogue.pricing(&self.inner.pricing);
         Ok(Prompt {
             source: snap.source,
             env_owner: EnvOwner::Snapshot(snap),
@@ -538,7 +561,7 @@ impl Client {
             label: label_out,
             label_id,
             variant: None,
-            pricing: self.inner.pricing.clone(),
+            pricing,
             revision,
             telemetry: self.inner.engine.telemetry.clone(),
         })
@@ -582,7 +605,7 @@ impl Client {
             label_id: DEFAULT_LABEL_ID,
             source: Source::Fallback,
             variant: None,
-            pricing: self.inner.pricing.clone(),
+            pricing: self.effective_pricing(),
             revision: 0,
             telemetry: self.inner.engine.telemetry.clone(),
         })

@@ -188,6 +188,8 @@ pub struct CompiledSnapshot {
     pub(crate) limits: Limits,
     pub(crate) source: Source,
     pub(crate) loaded_at: SystemTime,
+    /// The model catalogue of `data`, indexed (see `crate::catalogue`).
+    pub(crate) catalogue: Arc<crate::catalogue::Catalogue>,
 }
 
 impl std::fmt::Debug for CompiledSnapshot {
@@ -398,7 +400,9 @@ impl CompiledSnapshot {
             check_includes(label, &resolution[id], &mut prompts, &mut diagnostics);
         }
 
+        let catalogue = Arc::new(crate::catalogue::Catalogue::new(&data.models));
         CompiledSnapshot {
+            catalogue,
             raw: data.clone(),
             hash: {
                 let h = std::sync::OnceLock::new();

@@ -18,6 +18,7 @@
 //! # Ok::<(), promptops_core::Error>(())
 //! ```
 
+pub mod catalogue;
 pub mod client;
 pub mod compile;
 pub mod error;
@@ -35,6 +36,7 @@ pub mod sync;
 pub mod telemetry;
 pub mod tokens;
 
+pub use catalogue::{HealthStatus, ModelEntry, ModelHealth};
 pub use client::{Client, ClientBuilder, Fallback, GetOptions};
 pub use compile::{CompiledSnapshot, Diagnostic, Limits, Source};
 pub use error::{Error, Position, PromptRef, Result};

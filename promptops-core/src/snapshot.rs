@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::catalogue::{ModelEntry, check_models};
 use crate::error::{Error, Result};
 use crate::model::{PromptData, validate_label, validate_name};
 
@@ -37,6 +38,10 @@ pub struct SnapshotData {
     /// Prompts sorted by name. Shared: a delta replaces the prompts it names
     /// and keeps the others without copying them.
     pub prompts: Vec<Arc<PromptData>>,
+    /// The project's model catalogue, sorted by model id (absent = empty;
+    /// see [`crate::catalogue`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelEntry>,
 }
 
 /// Changes since an event id: prompts added or changed (their whole record:
@@ -52,25 +57,44 @@ pub struct Delta {
     pub upserts: Vec<PromptData>,
     #[serde(default)]
     pub removed: Vec<String>,
+    /// The whole model catalogue after this change, when the change touched
+    /// it (absent: the catalogue is unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<ModelEntry>>,
 }
 
 impl SnapshotData {
     /// A snapshot of `prompts` (sorted, validated lightly) with its hash.
     pub fn new(project: impl Into<String>, revision: u64, prompts: Vec<PromptData>) -> Self {
+        Self::with_catalogue(project, revision, prompts, Vec::new())
+    }
+
+    /// A snapshot of `prompts` and the model catalogue `models` (both
+    /// sorted) with its hash.
+    pub fn with_catalogue(
+        project: impl Into<String>,
+        revision: u64,
+        prompts: Vec<PromptData>,
+        models: Vec<ModelEntry>,
+    ) -> Self {
         Self::from_shared(
             project,
             revision,
             prompts.into_iter().map(Arc::new).collect(),
+            models,
         )
     }
 
-    /// [`new`](Self::new) over prompts that are already shared.
+    /// [`with_catalogue`](Self::with_catalogue) over prompts that are
+    /// already shared.
     pub fn from_shared(
         project: impl Into<String>,
         revision: u64,
         mut prompts: Vec<Arc<PromptData>>,
+        mut models: Vec<ModelEntry>,
     ) -> Self {
         prompts.sort_by(|a, b| a.name.cmp(&b.name));
+        models.sort_by(|a, b| a.model.cmp(&b.model));
         let mut s = SnapshotData {
             format: SNAPSHOT_FORMAT.to_string(),
             project: project.into(),
@@ -78,13 +102,14 @@ impl SnapshotData {
             created_at: None,
             hash: String::new(),
             prompts,
+            models,
         };
         s.hash = s.compute_hash();
         s
     }
 
-    /// `sha256:<hex>` of the JSON of the project name and the prompts, as
-    /// serde serialises them (fields in declaration order, maps sorted;
+    /// `sha256:<hex>` of the JSON of the project name, the prompts and (when
+    /// not empty) the model catalogue, as serde serialises them (fields in declaration order, maps sorted;
     /// free-form JSON values keep their order, which a round trip through
     /// JSON preserves). Revision and timestamps are left out: two snapshots
     /// with the same content have the same hash. Streamed into the hasher,
@@ -94,6 +119,10 @@ impl SnapshotData {
         struct Content<'a> {
             project: &'a str,
             prompts: &'a [Arc<PromptData>],
+            // Left out when empty: snapshots without a catalogue keep the
+            // hashes they had before catalogues existed.
+            #[serde(skip_serializing_if = "<[ModelEntry]>::is_empty")]
+            models: &'a [ModelEntry],
         }
         struct HashWriter(Sha256);
         impl Write for HashWriter {
@@ -111,6 +140,7 @@ impl SnapshotData {
             &Content {
                 project: &self.project,
                 prompts: &self.prompts,
+                models: &self.models,
             },
         );
         format!("sha256:{}", hex::encode(w.0.finalize()))
@@ -138,6 +168,7 @@ impl SnapshotData {
             }
             validate_prompt(p)?;
         }
+        validate_models(&self.models)?;
         Ok(())
     }
 
@@ -253,6 +284,15 @@ impl SnapshotData {
             validate_prompt(p)?;
             map.insert(p.name.as_str(), Arc::new(p.clone()));
         }
+        let models = match &delta.models {
+            Some(m) => {
+                validate_models(m)?;
+                let mut m = m.clone();
+                m.sort_by(|a, b| a.model.cmp(&b.model));
+                m
+            }
+            None => self.models.clone(),
+        };
         // Sorted by the map; the hash is left for whoever needs it.
         let mut out = SnapshotData {
             format: SNAPSHOT_FORMAT.to_string(),
@@ -261,10 +301,18 @@ impl SnapshotData {
             created_at: None,
             hash: String::new(),
             prompts: map.into_values().collect(),
+            models,
         };
         out.created_at.clone_from(&self.created_at);
         Ok(out)
     }
+}
+
+/// The catalogue's checks as a snapshot error naming the field
+/// (`model catalogue: models[2].input_per_mtok: …`).
+fn validate_models(models: &[ModelEntry]) -> Result<()> {
+    check_models(models)
+        .map_err(|(field, msg)| Error::Snapshot(format!("model catalogue: {field}: {msg}")))
 }
 
 fn validate_prompt(p: &PromptData) -> Result<()> {

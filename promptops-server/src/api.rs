@@ -901,6 +901,103 @@ async fn unarchive(
     ))
 }
 
+// -- model catalogue --------------------------------------------------------
+
+async fn list_models(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(project): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    let info = project_access(&s, &p, &project, Perm::PromptRead).await?;
+    Ok(Json(
+        json!({"models": s.registry.list_models(&info).await?, "revision": info.revision}),
+    ))
+}
+
+async fn get_model(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((project, model)): ApiPath<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let info = project_access(&s, &p, &project, Perm::PromptRead).await?;
+    Ok(Json(
+        serde_json::to_value(s.registry.get_model(&info, &model).await?).unwrap_or_default(),
+    ))
+}
+
+async fn put_model(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    rid: Rid,
+    ApiPath((project, model)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Json<Value>> {
+    project_access(&s, &p, &project, Perm::Admin).await?;
+    let entry = crate::catalogue::parse_model_body(&model, &body)?;
+    Ok(Json(
+        s.registry
+            .put_model(&project, entry, &actor(&p, rid))
+            .await?,
+    ))
+}
+
+async fn delete_model(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    rid: Rid,
+    ApiPath((project, model)): ApiPath<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    project_access(&s, &p, &project, Perm::Admin).await?;
+    Ok(Json(
+        s.registry
+            .delete_model(&project, &model, &actor(&p, rid))
+            .await?,
+    ))
+}
+
+async fn model_health(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(project): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    let info = project_access(&s, &p, &project, Perm::PromptRead).await?;
+    let models: Vec<Value> = s
+        .registry
+        .list_models(&info)
+        .await?
+        .into_iter()
+        .map(|m| {
+            json!({
+                "model": m.entry.model,
+                "provider": m.entry.provider,
+                "enabled": m.entry.enabled,
+                "status": m.health.status,
+                "since": m.health.checked_at,
+                "error": m.health.error,
+                "last_checked_at": m.last_checked_at,
+                "key_secret": m.key_secret,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"models": models, "revision": info.revision})))
+}
+
+async fn check_model_health(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(project): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    let info = project_access(&s, &p, &project, Perm::Admin).await?;
+    let results =
+        crate::health::check_project(&s.registry, &info, s.registry.opts.health_timeout).await?;
+    let revision = s
+        .registry
+        .project(&project)
+        .await?
+        .map_or(info.revision, |i| i.revision);
+    Ok(Json(json!({"checked": results, "revision": revision})))
+}
+
 async fn list_secrets(
     State(s): State<AppState>,
     Auth(p): Auth,
@@ -1450,6 +1547,72 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
                 (200, "ArchiveResult"),
             ),
             post(unarchive),
+        ),
+        (
+            doc(
+                "GET",
+                "/v1/projects/{project}/models",
+                "The model catalogue (provider, prices, context window, enabled, health)",
+                Some("prompt_read"),
+                None,
+                (200, "ModelList"),
+            ),
+            get(list_models),
+        ),
+        (
+            doc(
+                "GET",
+                "/v1/projects/{project}/models/{model}",
+                "One catalogue model",
+                Some("prompt_read"),
+                None,
+                (200, "ModelRecord"),
+            ),
+            get(get_model),
+        ),
+        (
+            doc(
+                "PUT",
+                "/v1/projects/{project}/models/{model}",
+                "Add or replace a catalogue model (a registry event)",
+                Some("admin"),
+                Some("PutModel"),
+                (200, "ModelChange"),
+            ),
+            put(put_model),
+        ),
+        (
+            doc(
+                "DELETE",
+                "/v1/projects/{project}/models/{model}",
+                "Remove a catalogue model (a registry event)",
+                Some("admin"),
+                None,
+                (200, "ModelChange"),
+            ),
+            delete(delete_model),
+        ),
+        (
+            doc(
+                "GET",
+                "/v1/projects/{project}/model-health",
+                "Health of every catalogue model, with the last check",
+                Some("prompt_read"),
+                None,
+                (200, "ModelHealthList"),
+            ),
+            get(model_health),
+        ),
+        (
+            doc(
+                "POST",
+                "/v1/projects/{project}/model-health",
+                "Run the health check of the project's models now",
+                Some("admin"),
+                None,
+                (200, "ModelHealthCheck"),
+            ),
+            post(check_model_health),
         ),
         (
             doc(

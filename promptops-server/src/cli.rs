@@ -159,6 +159,12 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The project's model catalogue (prices, context windows, enabled,
+    /// health).
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
     /// Re-encrypt every stored row with the current key (after a rotation).
     Rekey {
         #[arg(long, env = "PROMPTOPS_DATABASE_URL")]
@@ -198,6 +204,13 @@ pub struct ServeArgs {
     /// Check projects with clients against the database this often (ms; 0 = off).
     #[arg(long, default_value_t = 2000)]
     pub poll_interval_ms: u64,
+    /// Check catalogue models whose provider key the project stores as a
+    /// secret (`OPENAI_API_KEY`, …) this often (seconds; 0 = off).
+    #[arg(long, default_value_t = 300)]
+    pub health_interval: u64,
+    /// Timeout of one health-check request (seconds).
+    #[arg(long, default_value_t = 10)]
+    pub health_timeout: u64,
 }
 
 #[derive(Subcommand)]
@@ -248,6 +261,61 @@ pub enum AuditCommand {
         server: String,
         #[arg(long = "api-key", env = "PROMPTOPS_API_KEY", hide_env_values = true)]
         api_key: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ModelsCommand {
+    /// List the catalogue with each model's health.
+    List {
+        #[arg(long, env = "PROMPTOPS_PROJECT")]
+        project: Option<String>,
+        /// Print the JSON the registry returned.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Add or replace a model (prices default to the built-in table's for
+    /// a model it lists).
+    Set {
+        model: String,
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        input_per_mtok: Option<f64>,
+        #[arg(long)]
+        output_per_mtok: Option<f64>,
+        #[arg(long)]
+        cached_input_per_mtok: Option<f64>,
+        #[arg(long)]
+        context_window: Option<u64>,
+        #[arg(long)]
+        max_output_tokens: Option<u64>,
+        /// OpenAI-compatible API base (`http://host:8000/v1`).
+        #[arg(long)]
+        base_url: Option<String>,
+        #[arg(long)]
+        disabled: bool,
+        #[arg(long, env = "PROMPTOPS_PROJECT")]
+        project: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Remove a model.
+    Rm {
+        model: String,
+        #[arg(long, env = "PROMPTOPS_PROJECT")]
+        project: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Run the health check of the project's models now.
+    Check {
+        #[arg(long, env = "PROMPTOPS_PROJECT")]
+        project: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
     },
 }
 
@@ -514,6 +582,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit { command } => audit(command).await,
         Command::Keys { command } => keys(command).await,
+        Command::Models { command } => models(command).await,
         Command::Rekey {
             database_url,
             key_file,
@@ -619,6 +688,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         poll_interval: Duration::from_millis(a.poll_interval_ms),
         heartbeat: Duration::from_secs(15),
         bootstrap: !a.demo,
+        health: crate::health::HealthOptions {
+            interval: Duration::from_secs(a.health_interval),
+            timeout: Duration::from_secs(a.health_timeout.max(1)),
+        },
     };
     let server = crate::server::Server::start(cfg).await?;
     let target = crate::db::DbTarget::parse(database_url.as_deref());
@@ -1005,6 +1078,133 @@ async fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                     .map(|p| format!(", project {p}"))
                     .unwrap_or_default()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn models(cmd: ModelsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ModelsCommand::List {
+            project,
+            json,
+            remote,
+        } => {
+            let c = remote.client()?;
+            let project = c.project(project).await?;
+            let v = c
+                .get(&format!("/v1/projects/{}/models", seg(&project)))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let fmt_opt = |x: &Value| match x {
+                Value::Null => "-".to_string(),
+                other => other.to_string(),
+            };
+            println!(
+                "{:<32} {:<10} {:>9} {:>9} {:>9} {:<8} {:<11} error",
+                "model", "provider", "ctx", "in/Mtok", "out/Mtok", "enabled", "health"
+            );
+            for m in v["models"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<32} {:<10} {:>9} {:>9} {:>9} {:<8} {:<11} {}",
+                    m["model"].as_str().unwrap_or(""),
+                    m["provider"].as_str().unwrap_or(""),
+                    fmt_opt(&m["context_window"]),
+                    fmt_opt(&m["input_per_mtok"]),
+                    fmt_opt(&m["output_per_mtok"]),
+                    m.get("enabled").and_then(Value::as_bool).unwrap_or(true),
+                    m["health"]["status"].as_str().unwrap_or("unknown"),
+                    m["health"]["error"].as_str().unwrap_or("")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ModelsCommand::Set {
+            model,
+            provider,
+            input_per_mtok,
+            output_per_mtok,
+            cached_input_per_mtok,
+            context_window,
+            max_output_tokens,
+            base_url,
+            disabled,
+            project,
+            remote,
+        } => {
+            let c = remote.client()?;
+            let project = c.project(project).await?;
+            let mut body = json!({"provider": provider, "enabled": !disabled});
+            for (k, v) in [
+                ("input_per_mtok", input_per_mtok.map(|x| json!(x))),
+                ("output_per_mtok", output_per_mtok.map(|x| json!(x))),
+                (
+                    "cached_input_per_mtok",
+                    cached_input_per_mtok.map(|x| json!(x)),
+                ),
+                ("context_window", context_window.map(|x| json!(x))),
+                ("max_output_tokens", max_output_tokens.map(|x| json!(x))),
+                ("base_url", base_url.map(|x| json!(x))),
+            ] {
+                if let Some(v) = v {
+                    body[k] = v;
+                }
+            }
+            let v = c
+                .json(
+                    reqwest::Method::PUT,
+                    &format!("/v1/projects/{}/models/{}", seg(&project), seg(&model)),
+                    Some(&body),
+                )
+                .await?;
+            println!(
+                "{model}: {} (revision {})",
+                if v["changed"] == json!(true) {
+                    "saved"
+                } else {
+                    "unchanged"
+                },
+                v["revision"]
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ModelsCommand::Rm {
+            model,
+            project,
+            remote,
+        } => {
+            let c = remote.client()?;
+            let project = c.project(project).await?;
+            let v = c
+                .json(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/projects/{}/models/{}", seg(&project), seg(&model)),
+                    None,
+                )
+                .await?;
+            println!("{model}: removed (revision {})", v["revision"]);
+            Ok(ExitCode::SUCCESS)
+        }
+        ModelsCommand::Check { project, remote } => {
+            let c = remote.client()?;
+            let project = c.project(project).await?;
+            let v = c
+                .post(
+                    &format!("/v1/projects/{}/model-health", seg(&project)),
+                    &json!({}),
+                )
+                .await?;
+            for r in v["checked"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<32} {:<11} {}",
+                    r["model"].as_str().unwrap_or(""),
+                    r["status"].as_str().unwrap_or(""),
+                    r["error"].as_str().unwrap_or("")
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

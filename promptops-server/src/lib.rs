@@ -6,12 +6,14 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod catalogue;
 pub mod cli;
 pub mod client;
 pub mod crypto;
 pub mod db;
 pub mod demo;
 pub mod error;
+pub mod health;
 pub mod hub;
 pub mod metrics;
 pub mod openapi;

@@ -25,9 +25,35 @@ fn schemas() -> Value {
         "policy": {"type": "object", "description": "routing policy of the prompt"},
         "labels": {"type": "array", "items": {"type": "string"}, "description": "labels to point at the new version"},
     });
+    let put_model = s(
+        json!({
+            "provider": {"type": "string", "description": "openai, anthropic, or an OpenAI-compatible provider name (then base_url is required)"},
+            "input_per_mtok": {"type": "number", "description": "USD per million input tokens (default: the built-in table's, for a model it lists)"},
+            "output_per_mtok": {"type": "number"},
+            "cached_input_per_mtok": {"type": "number"},
+            "context_window": {"type": "integer"},
+            "max_output_tokens": {"type": "integer"},
+            "enabled": {"type": "boolean", "default": true},
+            "base_url": {"type": "string", "description": "API base including the version path, e.g. http://host:8000/v1"}
+        }),
+        &["provider"],
+    );
+    let model_entry = s(
+        json!({
+            "model": {"type": "string"}, "provider": {"type": "string"},
+            "input_per_mtok": {"type": "number"}, "output_per_mtok": {"type": "number"},
+            "cached_input_per_mtok": {"type": "number"}, "context_window": {"type": "integer"},
+            "max_output_tokens": {"type": "integer"}, "enabled": {"type": "boolean", "default": true},
+            "base_url": {"type": "string"},
+            "health": {"type": "object", "properties": {
+                "status": {"type": "string", "enum": ["unknown", "healthy", "unavailable"]},
+                "checked_at": {"type": "string"}, "error": {"type": "string"}}}
+        }),
+        &["model", "provider", "input_per_mtok", "output_per_mtok"],
+    );
     let mut create_prompt = version_fields.clone();
     create_prompt["name"] = json!({"type": "string", "description": "module/name"});
-    json!({
+    let mut doc = json!({
         "Error": s(json!({
             "code": {"type": "string", "description": "e.g. TEMPLATE_ERROR, INCLUDE_CYCLE, VALIDATION_ERROR, APPROVAL_REQUIRED, FORBIDDEN"},
             "message": {"type": "string"},
@@ -70,8 +96,23 @@ fn schemas() -> Value {
         "Version": any.clone(), "VersionCreated": any.clone(), "ReviewRecord": any.clone(), "Labels": any.clone(),
         "LabelChange": any.clone(), "Diff": any.clone(), "ArchiveResult": any.clone(), "SecretList": any.clone(),
         "SecretInfo": any.clone(), "SecretValue": any.clone(), "KeyList": any.clone(), "CreatedKey": any.clone(),
-        "Key": any.clone(), "AuditEntries": any.clone(), "AuditVerify": any,
-    })
+        "Key": any.clone(), "AuditEntries": any.clone(), "AuditVerify": any.clone(),
+    });
+    // The model catalogue (kept apart: one json! literal has a depth limit).
+    doc["PutModel"] = put_model;
+    doc["ModelEntry"] = model_entry;
+    doc["Snapshot"]["properties"]["models"] = json!({"type": "array", "items": {"$ref": "#/components/schemas/ModelEntry"}, "description": "the model catalogue (absent = empty)"});
+    doc["Delta"]["properties"]["models"] = json!({"type": "array", "items": {"$ref": "#/components/schemas/ModelEntry"}, "description": "the whole catalogue, when the change touched it (absent = unchanged)"});
+    for name in [
+        "ModelList",
+        "ModelRecord",
+        "ModelChange",
+        "ModelHealthList",
+        "ModelHealthCheck",
+    ] {
+        doc[name] = any.clone();
+    }
+    doc
 }
 
 pub fn document() -> Value {
@@ -96,6 +137,7 @@ pub fn document() -> Value {
                 "version" => "version number",
                 "label" => "label name",
                 "id" => "key id",
+                "model" => "model id, with `/` percent-encoded as %2F",
                 _ => "",
             };
             params.push(json!({"name": name, "in": "path", "required": true, "schema": schema, "description": description}));

@@ -33,6 +33,8 @@ pub struct RegistryOptions {
     pub event_retention: i64,
     /// Largest total template text of one version, in bytes.
     pub max_template_bytes: usize,
+    /// Per-request timeout of the model health check.
+    pub health_timeout: std::time::Duration,
 }
 
 impl Default for RegistryOptions {
@@ -40,6 +42,7 @@ impl Default for RegistryOptions {
         RegistryOptions {
             event_retention: 10_000,
             max_template_bytes: 256 * 1024,
+            health_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -453,7 +456,8 @@ pub(crate) async fn snapshot_in(
             last.versions.push(v);
         }
     }
-    let mut snap = SnapshotData::new(project, revision as u64, prompts);
+    let models = crate::catalogue::models_in(&mut *conn, project_id).await?;
+    let mut snap = SnapshotData::with_catalogue(project, revision as u64, prompts, models);
     snap.created_at = Some(now());
     Ok(snap)
 }
@@ -552,7 +556,12 @@ fn validate_change(
         .collect();
     let name = candidate.name.clone();
     prompts.push(Arc::new(candidate));
-    let after = SnapshotData::from_shared(base.project.clone(), base.revision, prompts);
+    let after = SnapshotData::from_shared(
+        base.project.clone(),
+        base.revision,
+        prompts,
+        base.models.clone(),
+    );
     after
         .validate()
         .map_err(|e| ApiError::from_core(&e).field("labels"))?;
@@ -991,8 +1000,8 @@ pub fn diff_versions(prompt: &str, a: &PromptVersion, b: &PromptVersion) -> Diff
 // ---------------------------------------------------------------------------
 
 /// What a committed change hands to the hub.
-struct Change {
-    delta: Delta,
+pub(crate) struct Change {
+    pub(crate) delta: Delta,
 }
 
 impl Registry {
@@ -1013,6 +1022,20 @@ impl Registry {
         upserts: Vec<PromptData>,
         removed: Vec<String>,
     ) -> ApiResult<Change> {
+        self.record_delta(conn, project, upserts, removed, None)
+            .await
+    }
+
+    /// [`record_change`](Self::record_change) with the whole model catalogue
+    /// when the change touched it.
+    pub(crate) async fn record_delta(
+        &self,
+        conn: &mut AnyConnection,
+        project: &ProjectInfo,
+        upserts: Vec<PromptData>,
+        removed: Vec<String>,
+        models: Option<Vec<promptops_core::ModelEntry>>,
+    ) -> ApiResult<Change> {
         let at = now();
         let rev: i64 = sqlx::query_scalar(
             "UPDATE projects SET revision = revision + 1, updated_at = $2 WHERE id = $1 RETURNING revision",
@@ -1027,6 +1050,7 @@ impl Registry {
             revision: rev as u64,
             upserts,
             removed,
+            models,
         };
         let json = serde_json::to_vec(&delta).unwrap_or_default();
         let (key_id, sealed) = self.db.keys.seal(&json, &event_aad(project.id, rev));
@@ -1065,7 +1089,11 @@ impl Registry {
         Ok(Arc::new(snapshot_in(&self.db, conn, project.id).await?))
     }
 
-    async fn lock_project(&self, conn: &mut AnyConnection, name: &str) -> ApiResult<ProjectInfo> {
+    pub(crate) async fn lock_project(
+        &self,
+        conn: &mut AnyConnection,
+        name: &str,
+    ) -> ApiResult<ProjectInfo> {
         project_by_name(conn, name)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("project `{name}` does not exist")))
@@ -1647,7 +1675,7 @@ impl Registry {
         })
     }
 
-    async fn finish(&self, w: crate::db::WriteTx<'_>, change: Change) -> ApiResult<()> {
+    pub(crate) async fn finish(&self, w: crate::db::WriteTx<'_>, change: Change) -> ApiResult<()> {
         let guard = w.commit_locked().await?;
         // Still under the write lock: deltas reach the hub in order.
         self.hub.ingest_local(change.delta).await;

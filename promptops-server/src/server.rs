@@ -36,6 +36,8 @@ pub struct ServerConfig {
     /// On an empty registry, create an organisation `default` and an
     /// organisation-wide admin key.
     pub bootstrap: bool,
+    /// Model health check: interval (zero: off) and per-request timeout.
+    pub health: crate::health::HealthOptions,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +55,7 @@ impl Default for ServerConfig {
             poll_interval: Duration::from_secs(2),
             heartbeat: Duration::from_secs(15),
             bootstrap: true,
+            health: crate::health::HealthOptions::default(),
         }
     }
 }
@@ -125,6 +128,7 @@ impl Server {
             RegistryOptions {
                 event_retention: cfg.event_retention,
                 max_template_bytes: cfg.max_template_bytes,
+                health_timeout: cfg.health.timeout,
             },
         ));
         let mut tasks = Vec::new();
@@ -143,6 +147,9 @@ impl Server {
         };
         if !cfg.poll_interval.is_zero() {
             tasks.push(hub.spawn_poller(cfg.poll_interval));
+        }
+        if let Some(t) = crate::health::spawn(registry.clone(), cfg.health) {
+            tasks.push(t);
         }
         let mut bootstrap_key = None;
         if cfg.bootstrap

@@ -236,6 +236,54 @@ fn cases() -> Vec<Case> {
             true,
         ),
         c(
+            "list models",
+            Method::GET,
+            "/v1/projects/shop/models",
+            None,
+            Need::Perm(PromptRead),
+            true,
+        ),
+        c(
+            "get model",
+            Method::GET,
+            "/v1/projects/shop/models/gpt-4o",
+            None,
+            Need::Perm(PromptRead),
+            true,
+        ),
+        c(
+            "put model",
+            Method::PUT,
+            "/v1/projects/shop/models/gpt-4o-mini",
+            Some(json!({"provider": "openai", "context_window": 1000})),
+            Need::Perm(Admin),
+            true,
+        ),
+        c(
+            "delete model",
+            Method::DELETE,
+            "/v1/projects/shop/models/gpt-4o-mini",
+            None,
+            Need::Perm(Admin),
+            true,
+        ),
+        c(
+            "model health",
+            Method::GET,
+            "/v1/projects/shop/model-health",
+            None,
+            Need::Perm(PromptRead),
+            true,
+        ),
+        c(
+            "run model health check",
+            Method::POST,
+            "/v1/projects/shop/model-health",
+            None,
+            Need::Perm(Admin),
+            true,
+        ),
+        c(
             "list secrets",
             Method::GET,
             "/v1/projects/shop/secrets",
@@ -345,6 +393,14 @@ async fn seed(env: &Env) {
         json!({"value": "x"}),
     )
     .await;
+    let (s, v) = env
+        .put(
+            "org-admin",
+            "/v1/projects/shop/models/gpt-4o",
+            json!({"provider": "openai"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
 }
 
 fn allowed(who: &str, need: Need, project_scoped: bool) -> bool {

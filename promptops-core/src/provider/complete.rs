@@ -251,7 +251,7 @@ impl Client {
                 match res {
                     Ok(cr) => {
                         let usage = usage_of(&cr, &rendered, &t.model);
-                        let cost = self.pricing().get(&t.model).map(|p| {
+                        let cost = self.effective_pricing().get(&t.model).map(|p| {
                             p.cost(
                                 usage.input_tokens,
                                 usage.output_tokens,

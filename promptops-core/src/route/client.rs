@@ -8,6 +8,7 @@ use minijinja::Value;
 use crate::client::{Client, ClientBuilder, GetOptions};
 use crate::error::{Error, Result};
 use crate::model::Message;
+use crate::pricing::PricingTable;
 use crate::prompt::{EnvOwner, Prompt, Rendered};
 use crate::telemetry::{Event, EventKind, Telemetry, TelemetryConfig};
 use crate::tokens;
@@ -117,6 +118,14 @@ pub(crate) fn messages_of(r: &Rendered) -> Vec<Message> {
 }
 
 impl Prompt {
+    /// The model catalogue of the snapshot this prompt came from.
+    pub(crate) fn catalogue(&self) -> Option<&crate::catalogue::Catalogue> {
+        match &self.env_owner {
+            EnvOwner::Snapshot(s) => Some(&s.catalogue),
+            EnvOwner::Fallback(_) => None,
+        }
+    }
+
     /// The parsed routing policy stored with this prompt (`None` without
     /// one; `Some(Err)` when it is invalid — the load diagnostics say so too).
     pub fn route_policy(&self) -> Option<Result<Arc<Policy>>> {
@@ -148,7 +157,7 @@ impl Client {
         if let Some(p) = base.route_policy() {
             let p = p?;
             if p.applies_to(base.label()) {
-                p.check_models(self.pricing(), Some(base.name()))?;
+                p.check_models(&base.pricing, Some(base.name()))?;
                 return Ok(p);
             }
         }
@@ -168,7 +177,7 @@ impl Client {
             .as_deref()
             .or(prefix)
             .map(String::from)
-            .or_else(|| self.pricing().get(bare).map(|p| p.provider.clone()))
+            .or_else(|| base.pricing.get(bare).map(|p| p.provider.clone()))
             .ok_or_else(|| Error::NoRoute {
                 prompt: base.name().to_string(),
                 message: format!("no provider for model `{model}`: set `provider` in the config"),
@@ -195,8 +204,13 @@ impl Client {
         }
     }
 
-    fn estimate(&self, policy: &Policy, t: &Target, r: &Rendered) -> Option<Estimate> {
-        let price = self.pricing().get(&t.model)?;
+    fn estimate(
+        pricing: &PricingTable,
+        policy: &Policy,
+        t: &Target,
+        r: &Rendered,
+    ) -> Option<Estimate> {
+        let price = pricing.get(&t.model)?;
         let count = tokens::count_input(r.text.as_deref(), r.messages.as_deref(), Some(&t.model));
         let input = count.count as u64;
         let output = policy
@@ -248,13 +262,22 @@ impl Client {
         opts: &RouteOptions,
     ) -> Result<Routed> {
         let policy = self.policy_for(base)?;
+        // Targets the model catalogue rules out (disabled, unhealthy).
+        let unavailable: Option<Vec<Option<String>>> =
+            base.catalogue().filter(|c| !c.is_empty()).map(|c| {
+                policy
+                    .targets
+                    .iter()
+                    .map(|t| c.unavailable(&t.model))
+                    .collect()
+            });
         let mut renders: Vec<Option<(Prompt, Rendered)>> = Vec::new();
         let estimates = if policy.strategy.needs_estimates() {
             let mut est = Vec::with_capacity(policy.targets.len());
             for (i, t) in policy.targets.iter().enumerate() {
                 let p = self.prompt_for_target(base, t, i)?;
                 let r = p.render(vars)?;
-                est.push(self.estimate(&policy, t, &r));
+                est.push(Self::estimate(&base.pricing, &policy, t, &r));
                 renders.push(Some((p, r)));
             }
             Some(est)
@@ -266,6 +289,7 @@ impl Client {
             &RouteInput {
                 key: opts.key.as_deref(),
                 estimates: estimates.as_deref(),
+                unavailable: unavailable.as_deref(),
             },
         )?;
         let (prompt, rendered) = match renders.get_mut(decision.target).and_then(Option::take) {
@@ -331,7 +355,10 @@ impl Client {
         let mut outcome = outcome;
         if outcome.cost_usd.is_none()
             && outcome.is_success()
-            && let (Some(i), Some(p)) = (outcome.input_tokens, self.pricing().get(&t.model))
+            && let (Some(i), Some(p)) = (
+                outcome.input_tokens,
+                self.effective_pricing().get(&t.model).cloned(),
+            )
         {
             outcome_c = outcome.clone();
             outcome_c.cost_usd = Some(p.cost(i, outcome.output_tokens.unwrap_or(0), 0));

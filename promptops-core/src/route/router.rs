@@ -68,6 +68,10 @@ pub struct RouteInput<'a> {
     /// target that could not be estimated. Needed by `cheapest` and
     /// `best_quality`.
     pub estimates: Option<&'a [Option<Estimate>]>,
+    /// Per target (same order as the policy's), why it must not be used
+    /// (the model catalogue disabled it, or its health check failed);
+    /// `None` entries are usable.
+    pub unavailable: Option<&'a [Option<String>]>,
 }
 
 /// A target left out of a decision, and why.
@@ -264,7 +268,30 @@ impl Router {
             avail_vec = vec![true; n];
             &mut avail_vec
         };
+        // Targets the model catalogue rules out come first: they are not
+        // candidates at all, whatever their circuit says.
+        let mut catalogue_skips = 0usize;
+        if let Some(un) = input.unavailable {
+            for (i, t) in policy.targets.iter().enumerate() {
+                if let Some(Some(why)) = un.get(i) {
+                    avail[i] = false;
+                    catalogue_skips += 1;
+                    skipped.push(Skipped {
+                        target: t.id.clone(),
+                        reason: why.clone(),
+                    });
+                }
+            }
+        }
+        let all_open = if catalogue_skips == 0 {
+            "every target's circuit is open"
+        } else {
+            "every target is unavailable (disabled or unhealthy in the model catalogue, or its circuit is open)"
+        };
         for (i, t) in policy.targets.iter().enumerate() {
+            if !avail[i] {
+                continue;
+            }
             if let Some(b) = st.breakers.get(&t.endpoint)
                 && !b.available(now)
             {
@@ -320,13 +347,18 @@ impl Router {
                     pick
                 } else {
                     let Some(alt) = (1..n).map(|d| (pick + d) % n).find(|&i| avail[i]) else {
-                        return Err(no_route(policy, &skipped, "every target's circuit is open"));
+                        return Err(no_route(policy, &skipped, all_open));
                     };
-                    let _ = write!(
-                        reason,
-                        "; its circuit is open, using `{}`",
-                        policy.targets[alt].id
-                    );
+                    let why = if input
+                        .unavailable
+                        .and_then(|u| u.get(pick))
+                        .is_some_and(Option::is_some)
+                    {
+                        "it is unavailable in the model catalogue"
+                    } else {
+                        "its circuit is open"
+                    };
+                    let _ = write!(reason, "; {why}, using `{}`", policy.targets[alt].id);
                     alt
                 };
                 (
@@ -336,7 +368,7 @@ impl Router {
             }
             Strategy::Failover => {
                 let Some(first) = (0..n).find(|&i| avail[i]) else {
-                    return Err(no_route(policy, &skipped, "every target's circuit is open"));
+                    return Err(no_route(policy, &skipped, all_open));
                 };
                 if first == 0 {
                     let _ = write!(
@@ -470,7 +502,7 @@ impl Router {
                     .map(|i| (i, stats_of(&st, &policy.targets[i])))
                     .collect();
                 if cands.is_empty() {
-                    return Err(no_route(policy, &skipped, "every target's circuit is open"));
+                    return Err(no_route(policy, &skipped, all_open));
                 }
                 let min = policy.min_samples as u64;
                 let explore = cands
@@ -526,7 +558,7 @@ impl Router {
                     .map(|i| (i, stats_of(&st, &policy.targets[i])))
                     .collect();
                 if cands.is_empty() {
-                    return Err(no_route(policy, &skipped, "every target's circuit is open"));
+                    return Err(no_route(policy, &skipped, all_open));
                 }
                 let cfg = policy.adaptive;
                 let samples = |s: &TargetStats| match cfg.reward {
@@ -620,6 +652,19 @@ impl Router {
             b.try_acquire(now);
         }
         drop(st);
+        if catalogue_skips > 0 {
+            reason.push_str("; skipped by the model catalogue: ");
+            let mut first = true;
+            for (i, t) in policy.targets.iter().enumerate() {
+                if let Some(Some(why)) = input.unavailable.and_then(|u| u.get(i)) {
+                    if !first {
+                        reason.push_str(", ");
+                    }
+                    first = false;
+                    let _ = write!(reason, "`{}` ({why})", t.id);
+                }
+            }
+        }
         if !policy.failover.enabled {
             rest.clear();
         }

@@ -83,6 +83,8 @@ pub struct Options {
     pub dir: Option<tempfile::TempDir>,
     pub setup: bool,
     pub heartbeat: Duration,
+    /// Model health check (default: off, tests run it on demand).
+    pub health: promptops_server::health::HealthOptions,
 }
 
 impl Default for Options {
@@ -97,6 +99,10 @@ impl Default for Options {
             dir: None,
             setup: true,
             heartbeat: Duration::from_secs(15),
+            health: promptops_server::health::HealthOptions {
+                interval: Duration::ZERO,
+                timeout: Duration::from_secs(2),
+            },
         }
     }
 }
@@ -133,6 +139,7 @@ impl Env {
             poll_interval: o.poll_interval,
             heartbeat: o.heartbeat,
             bootstrap: false,
+            health: o.health,
         };
         let server = Server::start(cfg).await.expect("server starts");
         let base = server.url();
