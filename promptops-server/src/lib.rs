@@ -19,5 +19,6 @@ pub mod redis_bus;
 pub mod registry;
 pub mod rekey;
 pub mod server;
+pub mod telemetry;
 
 pub use server::{Server, ServerConfig};

@@ -25,9 +25,49 @@ fn schemas() -> Value {
         "policy": {"type": "object", "description": "routing policy of the prompt"},
         "labels": {"type": "array", "items": {"type": "string"}, "description": "labels to point at the new version"},
     });
+    let telemetry_sdk = s(
+        json!({"name": {"type": "string"}, "version": {"type": "string"}}),
+        &["name", "version"],
+    );
+    let telemetry_dropped = s(
+        json!({"recorded": {"type": "integer"}, "dropped_queue_full": {"type": "integer"}, "dropped_export_full": {"type": "integer"}, "dropped_upload_failed": {"type": "integer"}}),
+        &[],
+    );
+    let telemetry_batch = s(
+        json!({
+            "schema": {"type": "string", "const": "promptops.telemetry.v1"},
+            "project": {"type": ["string", "null"], "description": "default: the key's project"},
+            "sdk": telemetry_sdk,
+            "sent_at_ms": {"type": "integer"},
+            "dropped": telemetry_dropped,
+            "events": {"type": "array", "maxItems": 10000, "items": {"$ref": "#/components/schemas/TelemetryEvent"}}
+        }),
+        &["schema", "sdk", "sent_at_ms", "dropped", "events"],
+    );
+    let telemetry_event = s(
+        json!({
+            "kind": {"type": "string", "enum": ["render", "decision", "call"]},
+            "ts_ms": {"type": "integer"}, "prompt": {"type": "string"},
+            "version": {"type": ["integer", "null"]}, "label": {"type": ["string", "null"]},
+            "variant": {"type": ["string", "null"]}, "provider": {"type": ["string", "null"]},
+            "model": {"type": ["string", "null"]}, "target": {"type": ["string", "null"]},
+            "input_tokens": {"type": ["integer", "null"]}, "output_tokens": {"type": ["integer", "null"]},
+            "cost_usd": {"type": ["number", "null"]}, "latency_ms": {"type": ["number", "null"]},
+            "ttft_ms": {"type": ["number", "null"]}, "error_type": {"type": ["string", "null"]},
+            "error_message": {"type": ["string", "null"]}, "route_reason": {"type": ["string", "null"]},
+            "strategy": {"type": ["string", "null"]}, "attempt": {"type": ["integer", "null"]},
+            "stream": {"type": ["boolean", "null"]},
+            "attributes": {"type": "object", "additionalProperties": {"type": "string"}}
+        }),
+        &["kind", "ts_ms", "prompt"],
+    );
+    let telemetry_accepted = s(
+        json!({"project": {"type": "string"}, "accepted": {"type": "integer"}, "calls": {"type": "integer"}}),
+        &["project", "accepted", "calls"],
+    );
     let mut create_prompt = version_fields.clone();
     create_prompt["name"] = json!({"type": "string", "description": "module/name"});
-    json!({
+    let mut all = json!({
         "Error": s(json!({
             "code": {"type": "string", "description": "e.g. TEMPLATE_ERROR, INCLUDE_CYCLE, VALIDATION_ERROR, APPROVAL_REQUIRED, FORBIDDEN"},
             "message": {"type": "string"},
@@ -70,8 +110,13 @@ fn schemas() -> Value {
         "Version": any.clone(), "VersionCreated": any.clone(), "ReviewRecord": any.clone(), "Labels": any.clone(),
         "LabelChange": any.clone(), "Diff": any.clone(), "ArchiveResult": any.clone(), "SecretList": any.clone(),
         "SecretInfo": any.clone(), "SecretValue": any.clone(), "KeyList": any.clone(), "CreatedKey": any.clone(),
-        "Key": any.clone(), "AuditEntries": any.clone(), "AuditVerify": any,
-    })
+        "Key": any.clone(), "AuditEntries": any.clone(), "AuditVerify": any.clone(),
+    });
+    all["TelemetryBatch"] = telemetry_batch;
+    all["TelemetryEvent"] = telemetry_event;
+    all["TelemetryAccepted"] = telemetry_accepted;
+    all["TelemetryReport"] = any;
+    all
 }
 
 pub fn document() -> Value {
