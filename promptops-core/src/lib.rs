@@ -21,6 +21,8 @@
 pub mod client;
 pub mod compile;
 pub mod error;
+#[cfg(feature = "export")]
+pub mod export;
 pub mod format;
 pub mod model;
 pub mod pricing;

@@ -278,6 +278,7 @@ impl Client {
                             Some(attempts.len() as u32 + 1),
                             None,
                             Some(call_opts.stream),
+                            cr.response_model.as_deref(),
                         );
                         attempts.push(Attempt {
                             target: t.id.clone(),
@@ -322,6 +323,7 @@ impl Client {
                             Some(attempts.len() as u32 + 1),
                             Some((ce.error_type, &ce.message)),
                             Some(call_opts.stream),
+                            None,
                         );
                         attempts.push(attempt_failed(t, &ce, latency_ms));
                         let err = provider_error(t, &ce, attempts.len() as u32);

@@ -310,7 +310,7 @@ impl Client {
         outcome: &Outcome,
         attempt: Option<u32>,
     ) {
-        self.record_attempt(decision, target, outcome, attempt, None, None)
+        self.record_attempt(decision, target, outcome, attempt, None, None, None)
     }
 
     /// `record_target` with the error's finer type and message (telemetry
@@ -323,6 +323,7 @@ impl Client {
         attempt: Option<u32>,
         error: Option<(&str, &str)>,
         stream: Option<bool>,
+        response_model: Option<&str>,
     ) {
         let Some(t) = decision.policy.targets.get(target) else {
             return;
@@ -355,6 +356,7 @@ impl Client {
             ev.error_message = error.map(|(_, m)| m.to_string());
             ev.attempt = attempt;
             ev.stream = stream;
+            ev.response_model = response_model.map(Arc::from);
             tel.record(ev);
         }
     }
