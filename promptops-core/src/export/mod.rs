@@ -72,6 +72,10 @@ pub struct ExportOptions {
     /// Upload batches to the client's `server` (default true; needs
     /// telemetry on and a server).
     pub upload: bool,
+    /// Upload here instead of the client's `server` (a telemetry gateway;
+    /// `/v1/telemetry` is appended). Also turns uploading on for a client
+    /// without a server.
+    pub upload_url: Option<String>,
     /// Time between export rounds (default 10 s).
     pub interval: Duration,
     /// Events per upload request (default 1000).
@@ -87,6 +91,7 @@ impl Default for ExportOptions {
     fn default() -> Self {
         ExportOptions {
             upload: true,
+            upload_url: None,
             interval: Duration::from_secs(10),
             max_batch: 1000,
             flush_timeout: Duration::from_secs(5),
@@ -104,7 +109,7 @@ impl ExportOptions {
         if self.otlp.is_some() {
             return true;
         }
-        self.upload && has_server
+        self.upload && (has_server || self.upload_url.is_some())
     }
 }
 
@@ -141,7 +146,7 @@ impl Exporter {
         api_key: Option<&str>,
         opts: &ExportOptions,
     ) -> Result<Exporter> {
-        let uploader = match registry {
+        let uploader = match opts.upload_url.as_deref().or(registry) {
             Some(r) if opts.upload => Some(Uploader::new(r, api_key)?.max_batch(opts.max_batch)),
             _ => None,
         };
