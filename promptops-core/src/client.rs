@@ -87,9 +87,27 @@ pub struct ClientBuilder {
     sync_tuning: Option<crate::sync::SyncOptions>,
     #[cfg(feature = "sync")]
     runtime: Option<tokio::runtime::Handle>,
+    #[cfg(feature = "export")]
+    export: crate::export::ExportOptions,
 }
 
 impl ClientBuilder {
+    /// How telemetry leaves the process (feature `export`): with telemetry
+    /// on and a `server`, batches are uploaded to it every 10 s by default
+    /// (and on `close`); OTLP export is configured here too.
+    #[cfg(feature = "export")]
+    pub fn telemetry_export(mut self, opts: crate::export::ExportOptions) -> Self {
+        self.export = opts;
+        self
+    }
+
+    /// Export telemetry over OTLP/HTTP JSON (feature `otlp`).
+    #[cfg(feature = "otlp")]
+    pub fn otlp(mut self, cfg: crate::export::otlp::OtlpConfig) -> Self {
+        self.export.otlp = Some(cfg);
+        self
+    }
+
     /// The project this client serves. Defaults to the bundle's project, or
     /// the prompt directory's name.
     pub fn project(mut self, project: impl Into<String>) -> Self {
@@ -255,10 +273,33 @@ impl ClientBuilder {
             #[cfg(feature = "sync")]
             runtime: self.runtime,
         };
+        let mut engine_cfg = self.engine;
+        #[cfg(feature = "export")]
+        let exporting =
+            engine_cfg.telemetry.is_some() && self.export.active(sync_cfg.server.is_some());
+        #[cfg(feature = "export")]
+        if exporting
+            && let Some(t) = engine_cfg.telemetry.as_mut()
+            && t.masker.is_none()
+        {
+            // Nothing leaves the process unmasked unless the caller says so
+            // (a masker that returns `None` turns masking off).
+            t.masker = Some(Arc::new(crate::telemetry::BasicPiiMasker));
+        }
         let engine = Arc::new(crate::route::client::Engine::new(
-            self.engine,
+            engine_cfg,
             project.as_deref(),
         ));
+        #[cfg(feature = "export")]
+        let exporter = match (&engine.telemetry, exporting) {
+            (Some(tel), true) => Some(crate::export::Exporter::start(
+                tel.clone(),
+                sync_cfg.server.as_deref(),
+                sync_cfg.api_key.as_deref(),
+                &self.export,
+            )?),
+            _ => None,
+        };
         let client = Client {
             inner: Arc::new(Inner {
                 store,
@@ -271,6 +312,8 @@ impl ClientBuilder {
                 sync: std::sync::Mutex::new(None),
                 sync_cfg,
                 engine,
+                #[cfg(feature = "export")]
+                exporter: std::sync::Mutex::new(exporter),
             }),
         };
         if live {
@@ -312,6 +355,8 @@ struct Inner {
     sync: std::sync::Mutex<Option<()>>,
     sync_cfg: SyncConfig,
     engine: Arc<crate::route::client::Engine>,
+    #[cfg(feature = "export")]
+    exporter: std::sync::Mutex<Option<crate::export::Exporter>>,
 }
 
 /// The in-process SDK client. Cheap to clone (shares one store).
@@ -464,8 +509,40 @@ impl Client {
         }
     }
 
-    /// Stop live sync (idempotent). Lookups keep serving what is loaded.
+    /// Export telemetry now (upload and OTLP, when configured) and wait at
+    /// most `timeout`. Returns whether a round finished in time (`false`
+    /// without a background exporter). Blocks the calling thread.
+    pub fn flush_telemetry(&self, timeout: std::time::Duration) -> bool {
+        #[cfg(feature = "export")]
+        {
+            let slot = self
+                .inner
+                .exporter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = slot.as_ref() {
+                return e.flush(timeout);
+            }
+        }
+        let _ = timeout;
+        false
+    }
+
+    /// Stop live sync and telemetry export (idempotent; a last export round
+    /// runs first). Lookups keep serving what is loaded.
     pub fn close(&self) {
+        #[cfg(feature = "export")]
+        {
+            let taken = self
+                .inner
+                .exporter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(mut e) = taken {
+                e.close();
+            }
+        }
         let mut slot = self.inner.sync.lock().unwrap_or_else(|p| p.into_inner());
         #[cfg(feature = "sync")]
         if let Some(mut s) = slot.take() {

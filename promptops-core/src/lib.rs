@@ -22,6 +22,8 @@ pub mod catalogue;
 pub mod client;
 pub mod compile;
 pub mod error;
+#[cfg(feature = "export")]
+pub mod export;
 pub mod format;
 pub mod model;
 pub mod pricing;

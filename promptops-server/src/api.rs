@@ -251,6 +251,7 @@ pub fn perm_name(p: Perm) -> &'static str {
         Perm::Approve => "approve",
         Perm::AuditRead => "audit_read",
         Perm::Admin => "admin",
+        Perm::TelemetryWrite => "telemetry_write",
     }
 }
 
@@ -1215,6 +1216,148 @@ async fn audit_verify(State(s): State<AppState>, Auth(p): Auth) -> ApiResult<Res
 }
 
 // ---------------------------------------------------------------------------
+// Telemetry (see crate::telemetry and PROTOCOL.md).
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn telemetry_ingest(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let tm = &s.metrics.telemetry;
+    let r = telemetry_ingest_inner(&s, &p, body).await;
+    match &r {
+        Ok(_) => tm.batch("accepted"),
+        Err(e) if e.status == StatusCode::FORBIDDEN => tm.batch("forbidden"),
+        Err(e) if e.status.is_client_error() => tm.batch("invalid"),
+        Err(_) => tm.batch("failed"),
+    }
+    r
+}
+
+async fn telemetry_ingest_inner(
+    s: &AppState,
+    p: &Principal,
+    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    if !p.can(Perm::TelemetryWrite) {
+        return Err(ApiError::forbidden(format!(
+            "role `{}` lacks the `telemetry_write` permission",
+            p.role
+        )));
+    }
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BODY_TOO_LARGE",
+                format!(
+                    "a telemetry batch may be at most {} bytes",
+                    crate::telemetry::MAX_BODY_BYTES
+                ),
+            )
+        } else {
+            ApiError::bad_request(r.body_text())
+        }
+    })?;
+    let batch = crate::telemetry::validate(&body, now_ms())?;
+    // The project: the batch's, else the key's. A key scoped to another
+    // project (or organisation) gets 403 from the scope check.
+    let name = match (&batch.project, &p.project) {
+        (Some(b), _) => b.clone(),
+        (None, Some(k)) => k.clone(),
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "project",
+                "`project` is required with an organisation-wide key",
+            ));
+        }
+    };
+    let info = project_access(s, p, &name, Perm::TelemetryWrite).await?;
+    let rollup = crate::telemetry::rollup(&batch.calls);
+    crate::telemetry::persist(&s.registry.db, info.id, &rollup).await?;
+    s.metrics.telemetry.observe(&info.name, &batch);
+    let events: u64 = batch.events_by_kind.values().sum();
+    Ok(Json(json!({
+        "project": info.name,
+        "accepted": events,
+        "calls": batch.calls.len(),
+    })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TelemetryQuery {
+    prompt: Option<String>,
+    version: Option<String>,
+    model: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    group_by: Option<String>,
+}
+
+async fn telemetry_query(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(project): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TelemetryQuery>,
+) -> ApiResult<Json<Value>> {
+    use crate::telemetry as t;
+    let info = project_access(&s, &p, &project, Perm::PromptRead).await?;
+    let until = match &q.until {
+        Some(u) => t::parse_unix("until", u)?,
+        None => now_ms() / 1000 + 1,
+    };
+    let since = match &q.since {
+        Some(v) => t::parse_unix("since", v)?,
+        None => until - 24 * 3600,
+    };
+    if since >= until {
+        return Err(ApiError::invalid("since", "`since` must be before `until`"));
+    }
+    let version = match q.version.as_deref() {
+        None | Some("") => None,
+        Some(v) => Some(v.parse::<u32>().map_err(|_| {
+            ApiError::invalid(
+                "version",
+                format!("`version` must be a whole number, got `{v}`"),
+            )
+        })?),
+    };
+    let group_by = t::parse_group_by(q.group_by.as_deref())?;
+    let query = t::Query {
+        prompt: q.prompt.filter(|x| !x.is_empty()),
+        version,
+        model: q.model.filter(|x| !x.is_empty()),
+        since,
+        until,
+        group_by: group_by.clone(),
+    };
+    let groups = t::query(&s.registry.db, info.id, &query).await?;
+    let fmt = |u: i64| {
+        time::OffsetDateTime::from_unix_timestamp(u)
+            .map(crate::db::format_time)
+            .unwrap_or_default()
+    };
+    Ok(Json(json!({
+        "project": info.name,
+        "since": fmt(since),
+        "until": fmt(until),
+        "group_by": group_by,
+        "bucket_seconds": t::BUCKET_SECONDS,
+        "latency_buckets_s": t::DURATION_BUCKETS_S,
+        "percentiles": "estimated from fixed histogram buckets by linear interpolation within the bucket holding the rank (like PromQL histogram_quantile)",
+        "groups": groups,
+    })))
+}
+
+// ---------------------------------------------------------------------------
 // Route table.
 
 /// One route: what the router serves and what the OpenAPI document says.
@@ -1724,6 +1867,48 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
                 (200, "AuditVerify"),
             ),
             get(audit_verify),
+        ),
+        // Telemetry.
+        (
+            doc(
+                "POST",
+                "/v1/telemetry",
+                "Upload an SDK telemetry batch (schema promptops.telemetry.v1; project from the batch or the key; at most 4 MiB and 10,000 events)",
+                Some("telemetry_write"),
+                Some("TelemetryBatch"),
+                (200, "TelemetryAccepted"),
+            ),
+            post(telemetry_ingest).layer(DefaultBodyLimit::max(crate::telemetry::MAX_BODY_BYTES)),
+        ),
+        (
+            RouteDoc {
+                query: &[
+                    ("prompt", "prompt name"),
+                    ("version", "integer: prompt version"),
+                    ("model", "model name"),
+                    (
+                        "since",
+                        "RFC 3339 time or YYYY-MM-DD (inclusive; default: until - 24 h)",
+                    ),
+                    (
+                        "until",
+                        "RFC 3339 time or YYYY-MM-DD (exclusive; default: now)",
+                    ),
+                    (
+                        "group_by",
+                        "comma-separated: prompt, version, model, provider, label, variant, minute (default prompt,version,model; empty: one total)",
+                    ),
+                ],
+                ..doc(
+                    "GET",
+                    "/v1/projects/{project}/telemetry",
+                    "Telemetry rollups: requests, errors by type, tokens, cost, latency and TTFT percentiles per group",
+                    Some("prompt_read"),
+                    None,
+                    (200, "TelemetryReport"),
+                )
+            },
+            get(telemetry_query),
         ),
     ]
 }

@@ -54,9 +54,11 @@ pub enum Perm {
     AuditRead,
     /// Project settings, API keys, secrets.
     Admin,
+    /// Upload SDK telemetry (`POST /v1/telemetry`).
+    TelemetryWrite,
 }
 
-pub const ALL_PERMS: [Perm; 9] = [
+pub const ALL_PERMS: [Perm; 10] = [
     Perm::SnapshotRead,
     Perm::PromptRead,
     Perm::PromptWrite,
@@ -66,6 +68,7 @@ pub const ALL_PERMS: [Perm; 9] = [
     Perm::Approve,
     Perm::AuditRead,
     Perm::Admin,
+    Perm::TelemetryWrite,
 ];
 
 impl Role {
@@ -90,7 +93,7 @@ impl Role {
     pub fn allows(&self, p: Perm) -> bool {
         use Perm::*;
         match self {
-            Role::Sdk => matches!(p, SnapshotRead),
+            Role::Sdk => matches!(p, SnapshotRead | TelemetryWrite),
             Role::Viewer => matches!(p, SnapshotRead | PromptRead),
             Role::Author => matches!(p, SnapshotRead | PromptRead | PromptWrite | LabelWrite),
             Role::Reviewer => matches!(p, SnapshotRead | PromptRead | Review),
@@ -172,6 +175,8 @@ mod tests {
         assert!(Role::Admin.allows(Perm::Admin));
         assert!(!Role::Sdk.allows(Perm::PromptRead));
         assert!(Role::Sdk.allows(Perm::SnapshotRead));
+        assert!(Role::Sdk.allows(Perm::TelemetryWrite));
+        assert!(!Role::Viewer.allows(Perm::TelemetryWrite));
         assert!(!Role::Author.allows(Perm::Publish));
         assert!(!Role::Publisher.allows(Perm::Approve));
         assert!(Role::Approver.allows(Perm::Approve));

@@ -21,5 +21,6 @@ pub mod redis_bus;
 pub mod registry;
 pub mod rekey;
 pub mod server;
+pub mod telemetry;
 
 pub use server::{Server, ServerConfig};

@@ -15,6 +15,8 @@ pub struct Metrics {
     pub redis_publish: Histogram,
     pub events: IntCounter,
     pub remote_events: IntCounter,
+    /// SDK telemetry aggregates (`POST /v1/telemetry`).
+    pub telemetry: crate::telemetry::TelemetryMetrics,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -24,6 +26,11 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 impl Metrics {
     pub fn new() -> Metrics {
+        Metrics::with_telemetry_series(crate::telemetry::DEFAULT_MAX_SERIES)
+    }
+
+    /// Metrics whose telemetry series are bounded to `max_series` label sets.
+    pub fn with_telemetry_series(max_series: usize) -> Metrics {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
             Opts::new(
@@ -93,7 +100,10 @@ impl Metrics {
         ] {
             registry.register(m).expect("metric registers once");
         }
+        let telemetry =
+            crate::telemetry::TelemetryMetrics::new(&registry, max_series).expect("metric");
         Metrics {
+            telemetry,
             registry,
             http_requests,
             http_latency,

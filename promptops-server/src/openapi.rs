@@ -25,6 +25,46 @@ fn schemas() -> Value {
         "policy": {"type": "object", "description": "routing policy of the prompt"},
         "labels": {"type": "array", "items": {"type": "string"}, "description": "labels to point at the new version"},
     });
+    let telemetry_sdk = s(
+        json!({"name": {"type": "string"}, "version": {"type": "string"}}),
+        &["name", "version"],
+    );
+    let telemetry_dropped = s(
+        json!({"recorded": {"type": "integer"}, "dropped_queue_full": {"type": "integer"}, "dropped_export_full": {"type": "integer"}, "dropped_upload_failed": {"type": "integer"}}),
+        &[],
+    );
+    let telemetry_batch = s(
+        json!({
+            "schema": {"type": "string", "const": "promptops.telemetry.v1"},
+            "project": {"type": ["string", "null"], "description": "default: the key's project"},
+            "sdk": telemetry_sdk,
+            "sent_at_ms": {"type": "integer"},
+            "dropped": telemetry_dropped,
+            "events": {"type": "array", "maxItems": 10000, "items": {"$ref": "#/components/schemas/TelemetryEvent"}}
+        }),
+        &["schema", "sdk", "sent_at_ms", "dropped", "events"],
+    );
+    let telemetry_event = s(
+        json!({
+            "kind": {"type": "string", "enum": ["render", "decision", "call"]},
+            "ts_ms": {"type": "integer"}, "prompt": {"type": "string"},
+            "version": {"type": ["integer", "null"]}, "label": {"type": ["string", "null"]},
+            "variant": {"type": ["string", "null"]}, "provider": {"type": ["string", "null"]},
+            "model": {"type": ["string", "null"]}, "target": {"type": ["string", "null"]},
+            "input_tokens": {"type": ["integer", "null"]}, "output_tokens": {"type": ["integer", "null"]},
+            "cost_usd": {"type": ["number", "null"]}, "latency_ms": {"type": ["number", "null"]},
+            "ttft_ms": {"type": ["number", "null"]}, "error_type": {"type": ["string", "null"]},
+            "error_message": {"type": ["string", "null"]}, "route_reason": {"type": ["string", "null"]},
+            "strategy": {"type": ["string", "null"]}, "attempt": {"type": ["integer", "null"]},
+            "stream": {"type": ["boolean", "null"]},
+            "attributes": {"type": "object", "additionalProperties": {"type": "string"}}
+        }),
+        &["kind", "ts_ms", "prompt"],
+    );
+    let telemetry_accepted = s(
+        json!({"project": {"type": "string"}, "accepted": {"type": "integer"}, "calls": {"type": "integer"}}),
+        &["project", "accepted", "calls"],
+    );
     let put_model = s(
         json!({
             "provider": {"type": "string", "description": "openai, anthropic, or an OpenAI-compatible provider name (then base_url is required)"},
@@ -112,6 +152,10 @@ fn schemas() -> Value {
     ] {
         doc[name] = any.clone();
     }
+    doc["TelemetryBatch"] = telemetry_batch;
+    doc["TelemetryEvent"] = telemetry_event;
+    doc["TelemetryAccepted"] = telemetry_accepted;
+    doc["TelemetryReport"] = any;
     doc
 }
 

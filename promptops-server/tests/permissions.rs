@@ -363,7 +363,41 @@ fn cases() -> Vec<Case> {
             Need::Perm(AuditRead),
             false,
         ),
+        c(
+            "telemetry upload",
+            Method::POST,
+            "/v1/telemetry",
+            Some(telemetry_batch()),
+            Need::Perm(TelemetryWrite),
+            true,
+        ),
+        c(
+            "telemetry query",
+            Method::GET,
+            "/v1/projects/shop/telemetry?group_by=prompt,model",
+            None,
+            Need::Perm(PromptRead),
+            true,
+        ),
     ]
+}
+
+/// A telemetry batch for project `shop`, as the SDK's uploader sends it.
+fn telemetry_batch() -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    json!({
+        "schema": "promptops.telemetry.v1",
+        "project": "shop",
+        "sdk": {"name": "promptops-rust", "version": "0.1.0"},
+        "sent_at_ms": now,
+        "dropped": {"recorded": 1, "dropped_queue_full": 0, "dropped_export_full": 0, "dropped_upload_failed": 0},
+        "events": [{"kind": "call", "ts_ms": now, "prompt": "a/b", "version": 1,
+                    "provider": "openai", "model": "gpt-4o-mini", "input_tokens": 12,
+                    "output_tokens": 3, "cost_usd": 0.0001, "latency_ms": 250.0}],
+    })
 }
 
 /// Prompts `a/b` (v1 on production and `qa`, v2 approved) and `z/z`.

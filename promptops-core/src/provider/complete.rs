@@ -13,7 +13,7 @@ use super::http::{CallError, CallRequest, CallResult, call};
 use crate::client::{Client, GetOptions};
 use crate::error::{Error, Result};
 use crate::prompt::{Prompt, Rendered};
-use crate::route::client::messages_of;
+use crate::route::client::{CallDetail, messages_of};
 use crate::route::{Decision, Outcome, RouteOptions, Target};
 use crate::tokens;
 
@@ -276,8 +276,11 @@ impl Client {
                             ti,
                             &outcome,
                             Some(attempts.len() as u32 + 1),
-                            None,
-                            Some(call_opts.stream),
+                            CallDetail {
+                                error: None,
+                                stream: Some(call_opts.stream),
+                                response_model: cr.response_model.as_deref(),
+                            },
                         );
                         attempts.push(Attempt {
                             target: t.id.clone(),
@@ -320,8 +323,11 @@ impl Client {
                             ti,
                             &outcome,
                             Some(attempts.len() as u32 + 1),
-                            Some((ce.error_type, &ce.message)),
-                            Some(call_opts.stream),
+                            CallDetail {
+                                error: Some((ce.error_type, &ce.message)),
+                                stream: Some(call_opts.stream),
+                                response_model: None,
+                            },
                         );
                         attempts.push(attempt_failed(t, &ce, latency_ms));
                         let err = provider_error(t, &ce, attempts.len() as u32);

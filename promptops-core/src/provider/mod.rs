@@ -13,45 +13,18 @@
 mod complete;
 mod http;
 pub mod sse;
-mod upload;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub(crate) use crate::export::build_http;
+pub use crate::export::{Secret, Uploader};
 pub use complete::{Attempt, CompleteOptions, Completion, Usage};
-pub use upload::Uploader;
 
 use crate::client::ClientBuilder;
 use crate::error::{Error, Result};
 use crate::route::FailureClass;
-
-/// A secret string (API key). `Debug` and `Display` print `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    /// The secret itself (only for putting it in a request header).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// The wire protocol an endpoint speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,22 +217,6 @@ impl Providers {
             }
         }
     }
-}
-
-/// Install rustls' `ring` provider (once per process; a provider installed
-/// by someone else is kept) and build a reqwest client.
-pub(crate) fn build_http(
-    connect_timeout: Duration,
-) -> std::result::Result<reqwest::Client, String> {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Losing a race with another installer is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()
-        .map_err(|e| e.to_string())
 }
 
 impl ClientBuilder {

@@ -334,7 +334,7 @@ impl Client {
         outcome: &Outcome,
         attempt: Option<u32>,
     ) {
-        self.record_attempt(decision, target, outcome, attempt, None, None)
+        self.record_attempt(decision, target, outcome, attempt, CallDetail::default())
     }
 
     /// `record_target` with the error's finer type and message (telemetry
@@ -345,9 +345,13 @@ impl Client {
         target: usize,
         outcome: &Outcome,
         attempt: Option<u32>,
-        error: Option<(&str, &str)>,
-        stream: Option<bool>,
+        detail: CallDetail<'_>,
     ) {
+        let CallDetail {
+            error,
+            stream,
+            response_model,
+        } = detail;
         let Some(t) = decision.policy.targets.get(target) else {
             return;
         };
@@ -382,6 +386,7 @@ impl Client {
             ev.error_message = error.map(|(_, m)| m.to_string());
             ev.attempt = attempt;
             ev.stream = stream;
+            ev.response_model = response_model.map(Arc::from);
             tel.record(ev);
         }
     }
@@ -391,6 +396,15 @@ impl Client {
     pub fn record_quality(&self, decision: &Decision, score: f64) {
         self.router().record_quality(decision.target(), score);
     }
+}
+
+/// What only telemetry records about an attempt: the error's finer type
+/// and message, whether it streamed, the model the provider says answered.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CallDetail<'a> {
+    pub error: Option<(&'a str, &'a str)>,
+    pub stream: Option<bool>,
+    pub response_model: Option<&'a str>,
 }
 
 pub(crate) fn decision_event(d: &Decision, kind: EventKind) -> Event {

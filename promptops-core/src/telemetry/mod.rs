@@ -57,6 +57,9 @@ pub struct Event {
     pub variant: Option<Arc<str>>,
     pub provider: Option<Arc<str>>,
     pub model: Option<Arc<str>>,
+    /// The model the provider says answered (calls made by `complete`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_model: Option<Arc<str>>,
     /// The policy target id (decisions and calls).
     pub target: Option<Arc<str>>,
     pub input_tokens: Option<u64>,
@@ -108,6 +111,7 @@ impl Event {
             variant: None,
             provider: None,
             model: None,
+            response_model: None,
             target: None,
             input_tokens: None,
             output_tokens: None,
@@ -229,6 +233,13 @@ fn mask_numbers(s: &str) -> String {
     out
 }
 
+/// Something that sees every event after masking, off the hot path (an
+/// exporter's aggregates and span queue). Called by [`Telemetry::flush`]
+/// with the drained events; must not block for long.
+pub trait Sink: Send + Sync {
+    fn consume(&self, events: &[Event]);
+}
+
 /// Telemetry settings.
 #[derive(Clone)]
 pub struct TelemetryConfig {
@@ -328,6 +339,7 @@ pub struct Telemetry {
     dropped_upload: AtomicU64,
     agg: Mutex<prometheus::Aggregates>,
     outbox: Mutex<VecDeque<Event>>,
+    sinks: Mutex<Vec<Arc<dyn Sink>>>,
     cfg: TelemetryConfig,
 }
 
@@ -356,12 +368,19 @@ impl Telemetry {
             dropped_upload: AtomicU64::new(0),
             agg: Mutex::new(prometheus::Aggregates::default()),
             outbox: Mutex::new(VecDeque::new()),
+            sinks: Mutex::new(Vec::new()),
             cfg,
         }
     }
 
     pub fn config(&self) -> &TelemetryConfig {
         &self.cfg
+    }
+
+    /// Add a sink: from the next [`flush`](Self::flush) on it sees every
+    /// (masked) event.
+    pub fn add_sink(&self, sink: Arc<dyn Sink>) {
+        lock(&self.sinks).push(sink);
     }
 
     /// Record an event. Never blocks: a full queue drops the event and
@@ -412,6 +431,12 @@ impl Telemetry {
             let mut agg = lock(&self.agg);
             for ev in &drained {
                 agg.add(ev);
+            }
+        }
+        {
+            let sinks = lock(&self.sinks).clone();
+            for sk in sinks {
+                sk.consume(&drained);
             }
         }
         if self.cfg.keep_events {
@@ -488,6 +513,7 @@ fn mask_event(m: &dyn Masker, ev: &mut Event) {
     opt(m, "variant", &mut ev.variant);
     opt(m, "provider", &mut ev.provider);
     opt(m, "model", &mut ev.model);
+    opt(m, "response_model", &mut ev.response_model);
     opt(m, "target", &mut ev.target);
     opt(m, "route_reason", &mut ev.route_reason);
     opt(m, "error_type", &mut ev.error_type);
