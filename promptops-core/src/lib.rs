@@ -21,6 +21,7 @@
 pub mod client;
 pub mod compile;
 pub mod error;
+pub mod fast;
 pub mod format;
 pub mod model;
 pub mod pricing;
@@ -38,6 +39,7 @@ pub mod tokens;
 pub use client::{Client, ClientBuilder, Fallback, GetOptions};
 pub use compile::{CompiledSnapshot, Diagnostic, Limits, Source};
 pub use error::{Error, Position, PromptRef, Result};
+pub use fast::{RenderPath, fast_render_enabled, set_fast_render};
 pub use minijinja::Value;
 pub use minijinja::context;
 pub use model::{
