@@ -46,6 +46,8 @@ fn same(p: &Prompt, vars: &Value, what: &str) -> Option<RenderPath> {
 
 #[test]
 fn render_vectors_match() {
+    // These tests are about the fast path: on, whatever the environment says.
+    promptops_core::set_fast_render(true);
     let doc = load_vector("render.json");
     let (_dir, client) = render_vector_client(&doc);
     let mut fast = 0;
@@ -82,6 +84,8 @@ fn render_vectors_match() {
 
 #[test]
 fn workload_takes_the_fast_path() {
+    // These tests are about the fast path: on, whatever the environment says.
+    promptops_core::set_fast_render(true);
     let Some(dir) = bench_workload() else {
         panic!("the shared benchmark workload is missing (../shared/bench-workload)");
     };
@@ -140,6 +144,8 @@ fn workload_takes_the_fast_path() {
 
 #[test]
 fn example_prompts_match() {
+    // These tests are about the fast path: on, whatever the environment says.
+    promptops_core::set_fast_render(true);
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/prompts");
     let client = Client::builder().prompts_dir(&dir).build().unwrap();
     let contexts = [
@@ -191,6 +197,8 @@ fn client_with(templates: &[String], limits: Limits) -> Client {
 
 #[test]
 fn subset_and_non_subset_templates() {
+    // These tests are about the fast path: on, whatever the environment says.
+    promptops_core::set_fast_render(true);
     let inside = [
         "plain text\n",
         "{{ a }} and {{ b.c }} and {{ d['k'] }} and {{ e[0] }}",
@@ -249,6 +257,8 @@ fn subset_and_non_subset_templates() {
 /// out-of-fuel error, and must be taken well below the limit.
 #[test]
 fn fuel_limit_is_kept() {
+    // These tests are about the fast path: on, whatever the environment says.
+    promptops_core::set_fast_render(true);
     let t = "{% for x in xs %}[{{ x.name | upper }}{% if x.n > 1 %}+{% endif %}]{% endfor %}"
         .to_string();
     let client = client_with(
@@ -691,6 +701,8 @@ impl Gen<'_> {
 /// and without the fast path; many take the fast path, many fall back.
 #[test]
 fn generated_templates_match() {
+    // These tests are about the fast path: on, whatever the environment says.
+    promptops_core::set_fast_render(true);
     let mut r = Rng(0x5eed_1234_abcd_0001);
     let templates: Vec<String> = (0..1000)
         .map(|_| {

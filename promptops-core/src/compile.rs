@@ -646,7 +646,12 @@ fn add_template(
         })?;
     // The fast path's form, when the template fits its subset: lowered
     // here, once per snapshot, never on the render path.
-    let fast = crate::fast::lower(source, &name, prompt_syntax()).map(Arc::new);
+    // Not lowered while the fast path is off (no compile work for it).
+    let fast = if crate::fast::fast_render_enabled() {
+        crate::fast::lower(source, &name, prompt_syntax()).map(Arc::new)
+    } else {
+        None
+    };
     let t = Tmpl { name, fast };
     dedupe.by_source.insert(source.to_string(), t.clone());
     Ok(t)

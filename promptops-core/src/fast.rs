@@ -112,7 +112,9 @@ pub fn fast_render_enabled() -> bool {
 }
 
 /// Turn the fast path on or off for the whole process (a safety valve and
-/// for A/B measurements); overrides `PROMPTOPS_FAST_RENDER`.
+/// for A/B measurements); overrides `PROMPTOPS_FAST_RENDER`. Templates
+/// compiled while it is off are not lowered and stay on minijinja until
+/// their snapshot is compiled again.
 pub fn set_fast_render(enabled: bool) {
     ENABLED.store(if enabled { 1 } else { 2 }, Ordering::Relaxed);
 }
