@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the core engine on the shared workload:
-//! get+render T1/T2 vs raw minijinja, token counting vs tiktoken-rs, and
+//! get+render T1/T2 (fast path, and forced through minijinja) vs raw
+//! minijinja, token counting vs tiktoken-rs, and
 //! loading a 1,000-prompt snapshot.
 //!
 //! cargo bench -p promptops-benches --bench core
@@ -9,7 +10,7 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use promptops_benches::{large_snapshot, read, read_json, workload_snapshot};
 use promptops_core::{
-    Client, CompiledSnapshot, Encoding, Limits, SnapshotData, Source, Update, to_value,
+    Client, CompiledSnapshot, Encoding, Limits, RenderPath, SnapshotData, Source, Update, to_value,
 };
 
 fn client() -> Client {
@@ -48,6 +49,11 @@ fn render(c: &mut Criterion) {
             Some(expected.as_str()),
             "{case} output"
         );
+        if promptops_core::fast_render_enabled() {
+            assert_eq!(ours.render_path(), RenderPath::Fast, "{case} fast path");
+        }
+        let slow = client.get(&name).unwrap().render_minijinja(&vars).unwrap();
+        assert_eq!(slow.text, ours.text, "{case} minijinja path output");
         let theirs = raw
             .get_template(tmpl)
             .unwrap()
@@ -60,6 +66,12 @@ fn render(c: &mut Criterion) {
             b.iter(|| {
                 let p = client.get(black_box(&name)).unwrap();
                 black_box(p.render(&vars).unwrap())
+            })
+        });
+        g.bench_function("promptops get+render (minijinja path)", |b| {
+            b.iter(|| {
+                let p = client.get(black_box(&name)).unwrap();
+                black_box(p.render_minijinja(&vars).unwrap())
             })
         });
         g.bench_function("minijinja raw render", |b| {

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Core engine vs the tools users use today, side by side in one run.
 
-Rows: promptops get+render T1/T2 vs raw minijinja (Rust) and Python jinja2 /
+Rows: promptops get+render T1/T2 (fast path; and `promptops-minijinja`,
+the same prompt forced through minijinja) vs raw minijinja (Rust) and Python jinja2 /
 minijinja; token counting with promptops (bpe-openai) vs tiktoken-rs and
 Python tiktoken. Each case runs in a fresh process per round, rounds
 alternate between languages; the table shows the median over rounds of
 each process's median batch (5 batches of ~0.5 s after 0.2 s warm-up,
 as in the shared workload's BASELINE.md).
 
-    python3 benches/core_side_by_side.py [--rounds 3]
+    python3 benches/core_side_by_side.py [--rounds 3] [--render-only]
 
 Needs: a release build of the `timing` binary (built here), and a venv with
 tiktoken (created under /var/tmp/promptops-bench-venv if missing).
@@ -64,19 +65,22 @@ def ensure_venv():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--render-only", action="store_true", help="only the T1/T2 render rows")
     args = ap.parse_args()
     env = dict(os.environ, PROMPTOPS_WORKLOAD=WORKLOAD, CARGO_TARGET_DIR=TARGET)
     subprocess.run(["cargo", "build", "--release", "--workspace", "-q", "--bin", "timing"], cwd=ROOT, env=env, check=True)
     timing = os.path.join(TARGET, "release", "timing")
-    py = ensure_venv()
+    py = None if args.render_only else ensure_venv()
     script = PY_PEER % {"here": HERE, "workload": WORKLOAD}
     cases = [
         ([timing, "render", "t1", "promptops"], "render"),
+        ([timing, "render", "t1", "promptops-minijinja"], "render"),
         ([timing, "render", "t1", "minijinja"], "render"),
         ([timing, "render", "t2", "promptops"], "render"),
+        ([timing, "render", "t2", "promptops-minijinja"], "render"),
         ([timing, "render", "t2", "minijinja"], "render"),
     ]
-    for enc in ("cl100k_base", "o200k_base"):
+    for enc in () if args.render_only else ("cl100k_base", "o200k_base"):
         cases += [
             ([timing, "tokens", enc, "bpe-openai"], "tokens"),
             ([timing, "tokens", enc, "tiktoken-rs"], "tokens"),
@@ -106,8 +110,10 @@ def main():
         return med[a][0] / med[b][0]
     for t in ("T1", "T2"):
         r = ratio(("rust", "promptops", f"{t} get+render"), ("rust", "minijinja", f"{t} get+render"))
-        print(f"- {t}: promptops get+render runs at {r:.3f}× the speed of raw minijinja render ({(1 / r - 1) * 100:+.1f} % time)")
-    for enc in ("cl100k_base", "o200k_base"):
+        print(f"- {t}: promptops get+render (fast path) runs at {r:.3f}× the speed of raw minijinja render ({(1 / r - 1) * 100:+.1f} % time)")
+        r = ratio(("rust", "promptops-minijinja", f"{t} get+render"), ("rust", "minijinja", f"{t} get+render"))
+        print(f"- {t}: promptops get+render through minijinja only runs at {r:.3f}× the speed of raw minijinja render")
+    for enc in () if args.render_only else ("cl100k_base", "o200k_base"):
         ours = med[("rust", "bpe-openai", f"{enc} count")][0]
         tk = [k for k in med if k[0] == "python" and k[2] == f"{enc} count"][0]
         rs = med[("rust", "tiktoken-rs", f"{enc} count")][0]

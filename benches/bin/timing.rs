@@ -5,13 +5,13 @@
 //! libraries in the same run.
 //!
 //! timing tokens cl100k_base|o200k_base [bpe-openai|tiktoken-rs]
-//! timing render t1|t2 [promptops|minijinja]
+//! timing render t1|t2 [promptops|promptops-minijinja|minijinja]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use promptops_benches::{read, read_json, workload_snapshot};
-use promptops_core::{Client, Encoding, Source, Update, to_value};
+use promptops_core::{Client, Encoding, RenderPath, Source, Update, to_value};
 
 fn measure(mut op: impl FnMut()) -> (f64, f64, f64) {
     let warm = Instant::now();
@@ -95,17 +95,34 @@ fn main() {
                 arg(2)
             };
             let r = match lib {
-                "promptops" => {
+                // `promptops`: the default render (fast path when the
+                // template fits it); `promptops-minijinja`: the same prompt
+                // rendered through minijinja only.
+                "promptops" | "promptops-minijinja" => {
                     let client = Client::builder().project("bench").build().unwrap();
                     client
                         .apply(Update::Snapshot(workload_snapshot()), Source::Memory)
                         .unwrap();
                     let name = format!("bench/{t}");
-                    let out = client.get(&name).unwrap().render(&vars).unwrap();
+                    let fast = lib == "promptops";
+                    let render = |p: &promptops_core::Prompt| {
+                        if fast {
+                            p.render(&vars)
+                        } else {
+                            p.render_minijinja(&vars)
+                        }
+                    };
+                    let out = render(&client.get(&name).unwrap()).unwrap();
                     assert_eq!(out.text.as_deref(), Some(expected.as_str()));
+                    let want = if fast {
+                        RenderPath::Fast
+                    } else {
+                        RenderPath::Minijinja
+                    };
+                    assert_eq!(out.render_path(), want, "render path");
                     measure(|| {
                         let p = client.get(black_box(&name)).unwrap();
-                        black_box(p.render(&vars).unwrap());
+                        black_box(render(&p).unwrap());
                     })
                 }
                 "minijinja" => {

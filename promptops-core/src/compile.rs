@@ -104,12 +104,20 @@ impl Drop for LabelScope {
     }
 }
 
+/// One compiled template: its name in the minijinja environment and, when
+/// it fits the subset, its fast-path form (see `crate::fast`).
+#[derive(Debug, Clone)]
+pub(crate) struct Tmpl {
+    pub name: String,
+    pub fast: Option<Arc<crate::fast::FastTemplate>>,
+}
+
 /// The compiled templates of one body.
 #[derive(Debug, Clone)]
 pub(crate) enum CompiledBody {
-    Text(String),
-    /// (role, name, template name)
-    Chat(Vec<(String, Option<String>, String)>),
+    Text(Tmpl),
+    /// (role, name, template)
+    Chat(Vec<(String, Option<String>, Tmpl)>),
 }
 
 /// A variant ready to render: its config (the version's overlaid with the
@@ -456,12 +464,12 @@ fn drop_unused_templates(
 ) {
     fn add<'a>(used: &mut std::collections::HashSet<&'a str>, b: &'a Result<CompiledBody, Error>) {
         match b {
-            Ok(CompiledBody::Text(n)) => {
-                used.insert(n.as_str());
+            Ok(CompiledBody::Text(t)) => {
+                used.insert(t.name.as_str());
             }
             Ok(CompiledBody::Chat(ms)) => {
-                for (_, _, n) in ms {
-                    used.insert(n.as_str());
+                for (_, _, t) in ms {
+                    used.insert(t.name.as_str());
                 }
             }
             Err(_) => {}
@@ -494,7 +502,7 @@ fn drop_unused_templates(
 /// compiled template does not depend on which version it belongs to.
 #[derive(Default)]
 pub(crate) struct Dedupe {
-    by_source: HashMap<String, String>,
+    by_source: HashMap<String, Tmpl>,
 }
 
 fn compile_prompt(
@@ -642,7 +650,7 @@ fn add_template(
     name: String,
     source: &str,
     dedupe: &mut Dedupe,
-) -> Result<String, Error> {
+) -> Result<Tmpl, Error> {
     if let Some(existing) = dedupe.by_source.get(source) {
         return Ok(existing.clone());
     }
@@ -653,8 +661,17 @@ fn add_template(
             position: error_position(&e, Some(source)),
             message: e.detail().unwrap_or(&e.kind().to_string()).to_string(),
         })?;
-    dedupe.by_source.insert(source.to_string(), name.clone());
-    Ok(name)
+    // The fast path's form, when the template fits its subset: lowered
+    // here, once per snapshot, never on the render path.
+    // Not lowered while the fast path is off (no compile work for it).
+    let fast = if crate::fast::fast_render_enabled() {
+        crate::fast::lower(source, &name, prompt_syntax()).map(Arc::new)
+    } else {
+        None
+    };
+    let t = Tmpl { name, fast };
+    dedupe.by_source.insert(source.to_string(), t.clone());
+    Ok(t)
 }
 
 /// Line and column of a minijinja error within `source`.

@@ -24,6 +24,7 @@ pub mod compile;
 pub mod error;
 #[cfg(feature = "export")]
 pub mod export;
+pub mod fast;
 pub mod format;
 pub mod model;
 pub mod pricing;
@@ -42,6 +43,7 @@ pub use catalogue::{HealthStatus, ModelEntry, ModelHealth};
 pub use client::{Client, ClientBuilder, Fallback, GetOptions};
 pub use compile::{CompiledSnapshot, Diagnostic, Limits, Source};
 pub use error::{Error, Position, PromptRef, Result};
+pub use fast::{RenderPath, fast_render_enabled, set_fast_render};
 pub use minijinja::Value;
 pub use minijinja::context;
 pub use model::{

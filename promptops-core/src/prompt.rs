@@ -6,9 +6,11 @@ use minijinja::Value;
 use serde::Serialize;
 
 use crate::compile::{
-    CompiledBody, CompiledSnapshot, CompiledVersion, LabelScope, Limits, Source, map_render_error,
+    CompiledBody, CompiledSnapshot, CompiledVersion, LabelScope, Limits, Source, Tmpl,
+    map_render_error,
 };
 use crate::error::{Error, PromptRef, Result};
+use crate::fast::RenderPath;
 use crate::model::{Compatibility, Compliance, Message, ModelConfig, PromptKind};
 use crate::pricing::PricingTable;
 use crate::schema::InputSchema;
@@ -201,19 +203,51 @@ impl Prompt {
     /// Render with `vars` (a map; anything serde-serialisable can be turned
     /// into one with [`crate::to_value`]). Variables are validated
     /// against the input schema and its defaults applied first.
+    ///
+    /// Templates in the fast path's subset render without minijinja's VM
+    /// (same output and errors; see [`crate::fast`]);
+    /// [`Rendered::render_path`] says which engine served the render.
     pub fn render(&self, vars: &Value) -> Result<Rendered> {
+        self.render_timed(vars, crate::fast::fast_render_enabled())
+    }
+
+    /// Render through minijinja only, bypassing the fast path (for A/B
+    /// measurements and differential checks; the result is the same).
+    pub fn render_minijinja(&self, vars: &Value) -> Result<Rendered> {
+        self.render_timed(vars, false)
+    }
+
+    /// Whether every template of the selected body (or variant) fits the
+    /// fast path's subset. A render may still fall back to minijinja for
+    /// particular data (see [`Rendered::render_path`]).
+    pub fn has_fast_path(&self) -> bool {
+        match self.body() {
+            Ok(CompiledBody::Text(t)) => t.fast.is_some(),
+            Ok(CompiledBody::Chat(ms)) => ms.iter().all(|(_, _, t)| t.fast.is_some()),
+            Err(_) => false,
+        }
+    }
+
+    fn body(&self) -> std::result::Result<&CompiledBody, &Error> {
+        match &self.variant {
+            Some(v) => self.version.variants[v].body.as_ref(),
+            None => self.version.body.as_ref(),
+        }
+    }
+
+    fn render_timed(&self, vars: &Value, allow_fast: bool) -> Result<Rendered> {
         match &self.telemetry {
-            None => self.render_inner(vars),
+            None => self.render_inner(vars, allow_fast),
             Some(t) => {
                 let start = std::time::Instant::now();
-                let r = self.render_inner(vars);
+                let r = self.render_inner(vars, allow_fast);
                 crate::route::client::record_render(t, self, &r, start.elapsed());
                 r
             }
         }
     }
 
-    fn render_inner(&self, vars: &Value) -> Result<Rendered> {
+    fn render_inner(&self, vars: &Value, allow_fast: bool) -> Result<Rendered> {
         let cv = &*self.version;
         let (body, config) = match &self.variant {
             Some(v) => {
@@ -237,9 +271,18 @@ impl Prompt {
         let env = self.env_owner.env();
         let limits = self.env_owner.limits();
         let _scope = LabelScope::enter(self.label_id);
-        let render_one = |tmpl: &str, part: &str| -> Result<String> {
+        let (mut fast_parts, mut slow_parts) = (0usize, 0usize);
+        let mut render_one = |tmpl: &Tmpl, part: &str| -> Result<String> {
+            if allow_fast
+                && let Some(f) = &tmpl.fast
+                && let Some(out) = f.render(ctx, limits.fuel, limits.max_output_bytes)
+            {
+                fast_parts += 1;
+                return Ok(out);
+            }
+            slow_parts += 1;
             let t = env
-                .get_template(tmpl)
+                .get_template(&tmpl.name)
                 .map_err(|e| map_render_error(e, env, &cv.prompt, cv.data.version, part, limits))?;
             t.render(ctx.clone())
                 .map_err(|e| map_render_error(e, env, &cv.prompt, cv.data.version, part, limits))
@@ -274,6 +317,11 @@ impl Prompt {
                 (None, Some(out))
             }
         };
+        let render_path = match (fast_parts, slow_parts) {
+            (_, 0) => RenderPath::Fast,
+            (0, _) => RenderPath::Minijinja,
+            _ => RenderPath::Mixed,
+        };
         Ok(Rendered {
             text,
             messages,
@@ -284,6 +332,7 @@ impl Prompt {
             source: self.source,
             pricing: self.pricing.clone(),
             tokens: OnceLock::new(),
+            render_path,
         })
     }
 
@@ -306,6 +355,7 @@ pub struct Rendered {
     pub source: Source,
     pricing: Arc<PricingTable>,
     tokens: OnceLock<TokenCount>,
+    render_path: RenderPath,
 }
 
 impl std::fmt::Debug for Rendered {
@@ -320,6 +370,12 @@ impl std::fmt::Debug for Rendered {
 }
 
 impl Rendered {
+    /// Which engine rendered this: the fast path, minijinja, or (chat
+    /// prompts) some messages on each.
+    pub fn render_path(&self) -> RenderPath {
+        self.render_path
+    }
+
     /// The model tokens are counted and priced for: the config's model.
     pub fn model(&self) -> Option<&str> {
         self.config.model.as_deref()
