@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the core engine on the shared workload:
 //! get+render T1/T2 (fast path, and forced through minijinja) vs raw
-//! minijinja, token counting vs tiktoken-rs, and
+//! minijinja, token counting (promptops warm/cold) vs bpe-openai and
+//! tiktoken-rs, and
 //! loading a 1,000-prompt snapshot.
 //!
 //! cargo bench -p promptops-benches --bench core
@@ -94,7 +95,14 @@ fn tokens(c: &mut Criterion) {
         (Encoding::O200kBase, &tk_o2),
     ] {
         let want = expected[enc.name()].as_u64().unwrap() as usize;
-        assert_eq!(enc.count(&corpus), want, "bpe-openai {}", enc.name());
+        assert_eq!(enc.count(&corpus), want, "promptops {}", enc.name());
+        assert_eq!(enc.count_uncached(&corpus), want, "cold {}", enc.name());
+        assert_eq!(
+            enc.count_bpe_openai(&corpus),
+            want,
+            "bpe-openai {}",
+            enc.name()
+        );
         assert_eq!(
             tk.encode_ordinary(&corpus).len(),
             want,
@@ -104,8 +112,19 @@ fn tokens(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("tokens_{}", enc.name()));
         // Throughput in tokens: criterion's "elements/s" is tokens/s.
         g.throughput(Throughput::Elements(want as u64));
+        // Warm: the piece cache holds the corpus's pieces after the first
+        // iteration (as when the same prompts are counted over and over).
+        g.bench_function(
+            BenchmarkId::new("promptops count (cache warm)", "corpus"),
+            |b| b.iter(|| black_box(enc.count(black_box(&corpus)))),
+        );
+        // Cold: no cache, every piece pre-tokenized and counted afresh.
+        g.bench_function(
+            BenchmarkId::new("promptops count (no cache)", "corpus"),
+            |b| b.iter(|| black_box(enc.count_uncached(black_box(&corpus)))),
+        );
         g.bench_function(BenchmarkId::new("bpe-openai count", "corpus"), |b| {
-            b.iter(|| black_box(enc.count(black_box(&corpus))))
+            b.iter(|| black_box(enc.count_bpe_openai(black_box(&corpus))))
         });
         g.bench_function(
             BenchmarkId::new("tiktoken-rs encode_ordinary", "corpus"),

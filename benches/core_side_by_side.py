@@ -3,8 +3,8 @@
 
 Rows: promptops get+render T1/T2 (fast path; and `promptops-minijinja`,
 the same prompt forced through minijinja) vs raw minijinja (Rust) and Python jinja2 /
-minijinja; token counting with promptops (bpe-openai) vs tiktoken-rs and
-Python tiktoken. Each case runs in a fresh process per round, rounds
+minijinja; token counting with promptops (piece cache warm, and `count_uncached`)
+vs bpe-openai, tiktoken-rs and Python tiktoken. Each case runs in a fresh process per round, rounds
 alternate between languages; the table shows the median over rounds of
 each process's median batch (5 batches of ~0.5 s after 0.2 s warm-up,
 as in the shared workload's BASELINE.md).
@@ -82,6 +82,8 @@ def main():
     ]
     for enc in () if args.render_only else ("cl100k_base", "o200k_base"):
         cases += [
+            ([timing, "tokens", enc, "promptops"], "tokens"),
+            ([timing, "tokens", enc, "promptops-cold"], "tokens"),
             ([timing, "tokens", enc, "bpe-openai"], "tokens"),
             ([timing, "tokens", enc, "tiktoken-rs"], "tokens"),
             ([py, "-c", script, enc], "tokens"),
@@ -114,10 +116,13 @@ def main():
         r = ratio(("rust", "promptops-minijinja", f"{t} get+render"), ("rust", "minijinja", f"{t} get+render"))
         print(f"- {t}: promptops get+render through minijinja only runs at {r:.3f}× the speed of raw minijinja render")
     for enc in () if args.render_only else ("cl100k_base", "o200k_base"):
-        ours = med[("rust", "bpe-openai", f"{enc} count")][0]
+        warm = med[("rust", "promptops", f"{enc} count")][0]
+        cold = med[("rust", "promptops-cold", f"{enc} count")][0]
+        bo = med[("rust", "bpe-openai", f"{enc} count")][0]
         tk = [k for k in med if k[0] == "python" and k[2] == f"{enc} count"][0]
         rs = med[("rust", "tiktoken-rs", f"{enc} count")][0]
-        print(f"- {enc}: promptops counting is {ours / med[tk][0]:.2f}× Python tiktoken and {ours / rs:.2f}× tiktoken-rs")
+        print(f"- {enc}: promptops counting, cache warm / no cache: {warm / med[tk][0]:.2f}× / {cold / med[tk][0]:.2f}× Python tiktoken, "
+              f"{warm / rs:.2f}× / {cold / rs:.2f}× tiktoken-rs, {warm / bo:.2f}× / {cold / bo:.2f}× bpe-openai")
 
 
 if __name__ == "__main__":

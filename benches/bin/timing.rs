@@ -4,7 +4,9 @@
 //! scripts (`benches/*.py`, `benches/*.mjs`) run this binary beside the peer
 //! libraries in the same run.
 //!
-//! timing tokens cl100k_base|o200k_base [bpe-openai|tiktoken-rs]
+//! timing tokens cl100k_base|o200k_base [promptops|promptops-cold|bpe-openai|tiktoken-rs]
+//!   (promptops: `Encoding::count`, piece cache warm after the warm-up;
+//!   promptops-cold: `Encoding::count_uncached`, no cache)
 //! timing render t1|t2 [promptops|promptops-minijinja|minijinja]
 
 use std::hint::black_box;
@@ -47,7 +49,7 @@ fn main() {
             let corpus = read("corpus.txt");
             let enc = Encoding::from_name(arg(1)).expect("cl100k_base or o200k_base");
             let lib = if arg(2).is_empty() {
-                "bpe-openai"
+                "promptops"
             } else {
                 arg(2)
             };
@@ -55,10 +57,22 @@ fn main() {
                 .as_u64()
                 .unwrap() as usize;
             let r = match lib {
-                "bpe-openai" => {
+                "promptops" => {
                     assert_eq!(enc.count(&corpus), want);
                     measure(|| {
                         black_box(enc.count(black_box(&corpus)));
+                    })
+                }
+                "promptops-cold" => {
+                    assert_eq!(enc.count_uncached(&corpus), want);
+                    measure(|| {
+                        black_box(enc.count_uncached(black_box(&corpus)));
+                    })
+                }
+                "bpe-openai" => {
+                    assert_eq!(enc.count_bpe_openai(&corpus), want);
+                    measure(|| {
+                        black_box(enc.count_bpe_openai(black_box(&corpus)));
                     })
                 }
                 "tiktoken-rs" => {

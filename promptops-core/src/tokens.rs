@@ -2,13 +2,30 @@
 //! (`cl100k_base`, `o200k_base`); other providers get a documented estimate
 //! that is flagged as such (`exact == false`).
 //!
-//! The counter is the `bpe-openai` crate: on our vectors it gives the same
-//! counts as `tiktoken` and is about 2.5× faster (see BENCHMARKS.md).
-//! Encodings are loaded lazily, on the first count that needs them.
+//! Counting is exact: the same counts as tiktoken's `encode_ordinary`
+//! (special-token text such as `<|endoftext|>` is ordinary text). The
+//! counter ([`fast`]) splits text with a hand-written implementation of each
+//! encoding's pre-tokenization pattern and counts each piece: one byte is one
+//! token; else the bounded piece-count cache ([`cache`]: 16,384 entries,
+//! 512 KiB per encoding, fixed); else a whole-piece vocabulary lookup; else
+//! the `bpe` crate's exact BPE count (the algorithm `bpe-openai` runs).
+//! It is checked against `bpe-openai` and `tiktoken-rs` by differential
+//! tests (tests/tokens_diff.rs). Encodings are loaded lazily, on the first
+//! count that needs them.
 
 use serde::Serialize;
 
+use std::sync::LazyLock;
+
 use crate::model::Message;
+
+pub mod cache;
+pub mod fast;
+
+static CL100K: LazyLock<Option<fast::Counter>> =
+    LazyLock::new(|| fast::Counter::new(fast::Pattern::Cl100k, &bpe_openai::cl100k_base().bpe));
+static O200K: LazyLock<Option<fast::Counter>> =
+    LazyLock::new(|| fast::Counter::new(fast::Pattern::O200k, &bpe_openai::o200k_base().bpe));
 
 /// An OpenAI BPE encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -37,9 +54,37 @@ impl Encoding {
     /// Exact number of tokens of `text` (special tokens are counted as
     /// ordinary text, like tiktoken's `encode_ordinary`).
     pub fn count(&self, text: &str) -> usize {
+        match self.counter() {
+            Some(c) => c.count(text),
+            None => self.count_bpe_openai(text),
+        }
+    }
+
+    /// [`Encoding::count`] without reading or filling the piece-count cache
+    /// (the cold path; for benchmarks and tests).
+    pub fn count_uncached(&self, text: &str) -> usize {
+        match self.counter() {
+            Some(c) => c.count_uncached(text),
+            None => self.count_bpe_openai(text),
+        }
+    }
+
+    /// The count `bpe-openai` gives (its own regex pre-tokenizer and BPE);
+    /// the reference the differential tests compare against.
+    pub fn count_bpe_openai(&self, text: &str) -> usize {
         match self {
             Encoding::Cl100kBase => bpe_openai::cl100k_base().count(text),
             Encoding::O200kBase => bpe_openai::o200k_base().count(text),
+        }
+    }
+
+    /// The counter of this encoding (loaded on first use). `None` only if
+    /// its Unicode tables could not be built, in which case counts come
+    /// from `bpe-openai`.
+    pub fn counter(&self) -> Option<&'static fast::Counter> {
+        match self {
+            Encoding::Cl100kBase => CL100K.as_ref(),
+            Encoding::O200kBase => O200K.as_ref(),
         }
     }
 }
