@@ -6,8 +6,8 @@
 # against a real registry (the `promptops` binary, built here; its path goes
 # to the tests in PROMPTOPS_BIN; Redis too when PROMPTOPS_TEST_REDIS_URL is
 # set, as scripts/test.sh does), and provider calls (`complete`, `stream`)
-# against the repository's mock provider (promptops-py/examples/
-# mock_provider.rs, built here; its path goes in PROMPTOPS_MOCK_PROVIDER).
+# against the repository's mock provider (the promptops-mock-provider binary
+# of tests/mock_provider, built here; its path goes in PROMPTOPS_MOCK_PROVIDER).
 #
 # Usage: ./scripts/test-python.sh [pytest args...]
 # Env: PROMPTOPS_VENV (default /var/tmp/promptops-venv), PYTHON (default
@@ -59,9 +59,9 @@ rm -f "$log"
 python -c 'import promptops; print("promptops", promptops.__version__, "from", promptops.__file__)'
 
 echo "== python: build the registry (promptops serve, for tests/test_live.py) and the mock provider"
-cargo build "${profile_flag[@]}" --workspace --bin promptops --example mock_provider
+cargo build "${profile_flag[@]}" --workspace --bin promptops --bin promptops-mock-provider
 export PROMPTOPS_BIN="$CARGO_TARGET_DIR/$PROFILE/promptops"
-export PROMPTOPS_MOCK_PROVIDER="$CARGO_TARGET_DIR/$PROFILE/examples/mock_provider"
+export PROMPTOPS_MOCK_PROVIDER="$CARGO_TARGET_DIR/$PROFILE/promptops-mock-provider"
 
 echo "== python: pytest"
 set +e

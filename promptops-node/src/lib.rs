@@ -1944,9 +1944,12 @@ impl NativeClient {
         input_tokens: f64,
         output_tokens: f64,
     ) -> Option<f64> {
-        self.client
-            .pricing()
-            .estimate_cost(&model, to_u64(input_tokens), to_u64(output_tokens))
+        // The catalogue's prices over the built-in table.
+        self.client.effective_pricing().estimate_cost(
+            &model,
+            to_u64(input_tokens),
+            to_u64(output_tokens),
+        )
     }
 
     /// Route `name` (sticky `key`, `label`): the decision and the prompt
@@ -2713,7 +2716,7 @@ impl NativePrompt {
         };
         let cost = model.and_then(|m| {
             self.client
-                .pricing()
+                .effective_pricing()
                 .estimate_cost(m, count.count as u64, 0)
         });
         let c = TokenCount::from(count);

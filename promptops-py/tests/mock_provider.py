@@ -1,7 +1,8 @@
 """The repository's mock LLM provider (tests/mock_provider, the one the Rust
-tests use) as a child process: `promptops-py/examples/mock_provider.rs`,
-built by scripts/test-python.sh (`cargo build --workspace --example
-mock_provider`); its path comes in PROMPTOPS_MOCK_PROVIDER.
+tests use) as a child process: the `promptops-mock-provider` binary of the
+promptops-tests package (tests/mock_provider/main.rs, shared with the Node
+tests), built by scripts/test-python.sh; its path comes in
+PROMPTOPS_MOCK_PROVIDER.
 
 It speaks OpenAI Chat Completions and Anthropic Messages, streaming and
 not, and misbehaves on demand per model (HTTP errors with Retry-After,
@@ -21,7 +22,7 @@ def _binary() -> Optional[str]:
     if not path:
         target = os.environ.get("CARGO_TARGET_DIR", "/var/tmp/promptops-target")
         for profile in ("debug", "release"):
-            cand = os.path.join(target, profile, "examples", "mock_provider")
+            cand = os.path.join(target, profile, "promptops-mock-provider")
             if os.access(cand, os.X_OK):
                 path = cand
                 break
@@ -32,11 +33,11 @@ BIN = _binary()
 
 
 def ok(text: str, delay_ms: int = 0, chunk_delay_ms: int = 0) -> Dict[str, Any]:
-    return {"ok": text, "delay_ms": delay_ms, "chunk_delay_ms": chunk_delay_ms}
+    return {"kind": "ok", "text": text, "delay_ms": delay_ms, "chunk_delay_ms": chunk_delay_ms}
 
 
 def status(code: int, retry_after: Optional[str] = None) -> Dict[str, Any]:
-    b: Dict[str, Any] = {"status": code}
+    b: Dict[str, Any] = {"kind": "status", "code": code}
     if retry_after is not None:
         b["retry_after"] = retry_after
     return b
@@ -44,15 +45,15 @@ def status(code: int, retry_after: Optional[str] = None) -> Dict[str, Any]:
 
 def reset(tokens: int) -> Dict[str, Any]:
     """A 200, then the connection dropped after `tokens` streamed tokens."""
-    return {"reset": tokens}
+    return {"kind": "reset", "tokens": tokens}
 
 
 def malformed(tokens: int) -> Dict[str, Any]:
-    return {"malformed": tokens}
+    return {"kind": "malformed", "tokens": tokens}
 
 
 def stall(ms: int, text: str = "late answer") -> Dict[str, Any]:
-    return {"stall": ms, "text": text}
+    return {"kind": "stall", "ms": ms, "text": text}
 
 
 class MockProvider:
@@ -62,7 +63,7 @@ class MockProvider:
         if BIN is None:
             raise RuntimeError(
                 "the mock provider binary is missing: build it with "
-                "`cargo build --workspace --example mock_provider` or set "
+                "`cargo build --workspace --bin promptops-mock-provider` or set "
                 "PROMPTOPS_MOCK_PROVIDER (scripts/test-python.sh does both)"
             )
         self.proc = subprocess.Popen(
@@ -90,22 +91,22 @@ class MockProvider:
             self.proc.stdin.write(json.dumps(cmd) + "\n")
             self.proc.stdin.flush()
             reply = self._read()
-        if "error" in reply:
+        if reply.get("ok") is not True:
             raise RuntimeError(f"mock provider: {reply['error']}")
         return reply
 
     def script(self, model: str, *behaviors: Dict[str, Any]) -> None:
         """Queue behaviours for `model`, one per request."""
-        self._cmd(op="script", model=model, behaviors=list(behaviors))
+        self._cmd(cmd="script", model=model, behaviors=list(behaviors))
 
     def set_default(self, model: str, behavior: Dict[str, Any]) -> None:
-        self._cmd(op="default", model=model, behavior=behavior)
+        self._cmd(cmd="default", model=model, behavior=behavior)
 
     def received(self) -> List[Dict[str, Any]]:
-        return self._cmd(op="received")["received"]  # type: ignore[no-any-return]
+        return self._cmd(cmd="received")["received"]  # type: ignore[no-any-return]
 
     def count(self, model: str) -> int:
-        return int(self._cmd(op="count", model=model)["count"])
+        return int(self._cmd(cmd="count", model=model)["count"])
 
     def close(self) -> None:
         if self.proc.poll() is None:
