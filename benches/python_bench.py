@@ -754,8 +754,9 @@ ratio is shown beside it).
   `get_prompt` returns from its cache). Langfuse templates only substitute
   `{{{{var}}}}`: for T2 the loop over chunks and the if/else run in the
   caller's Python (`t2_langfuse.json`), so that row is not the same work.
-- **Tokens**: `promptops.count_tokens(corpus, model)` (bpe-openai in Rust,
-  GIL released) vs `tiktoken` `len(enc.encode_ordinary(corpus))` and
+- **Tokens**: `promptops.count_tokens(corpus, model)` (the core's counter:
+  hand-written pre-tokenizer, whole-piece vocabulary lookup, a bounded piece
+  cache that the repeated corpus keeps warm, BPE for the rest; GIL released) vs `tiktoken` `len(enc.encode_ordinary(corpus))` and
   `len(enc.encode(corpus))`. tiktoken downloads its BPE files from the
   internet, which these machines cannot reach; the benchmark gives it the
   same files from the `tiktoken-rs` crate the workspace already locks
@@ -780,15 +781,15 @@ Versions: promptops {versions['promptops']}, jinja2 {versions['jinja2']}, miniji
 ## Where the time goes (profiled with callgrind during development)
 
 - **T2**: promptops copies the variables into the engine before rendering
-  (so that the render runs with the GIL released and the values cannot
-  change under it): about a third of a T2 call (10 chunk dicts, ~90 values,
-  ~5 KB of text: most of it allocating and later freeing the copies). The
-  render itself is minijinja's, as in the Rust core. The `minijinja` Python
-  package instead reads the Python objects lazily during the render while
-  holding the GIL, and so skips that copy; that is why it stays ahead on
-  T2. The copy is done with the interpreter's own structures (borrowed
-  dict/list items, the str's cached UTF-8 buffer, string keys compared by a
-  packed prefix), so it is close to the cost of the allocations it needs.
+  (so that the render can run with the GIL released and the values cannot
+  change under it): 10 chunk dicts, ~90 values, ~5 KB of text, most of it
+  allocating and later freeing the copies. Since the core's fast render
+  path (templates in a common subset lowered to a small tree at load) the
+  render itself is ~2–3 µs, so the copy and the result `str` are now most
+  of the call; the copy holds the GIL, which is why two threads do not
+  scale on T2 yet. The `minijinja` Python package instead reads the Python
+  objects lazily during its render while holding the GIL, and so skips the
+  copy.
 - **T1**: a get (a snapshot check and a dict lookup), the copy of 3 short
   variables (no heap allocation for short strings), minijinja's fixed
   per-render setup (about half of the call), the result object and the
@@ -797,12 +798,11 @@ Versions: promptops {versions['promptops']}, jinja2 {versions['jinja2']}, miniji
   tuple (a few percent of T1). Small renders without block tags run
   without releasing the GIL (releasing and re-taking it would cost more than
   the render); everything else releases it.
-- **Tokens**: the counter is the core's (`bpe-openai`); the binding adds a
-  borrow of the str's UTF-8 buffer and releases the GIL. Its o200k_base
-  speed relative to tiktoken is bounded by the Rust crates' own numbers in
-  BASELINE.md (bpe-openai 9.9 M tokens/s vs tiktoken 5.9 M tokens/s), which
-  is why the o200k_base ratio stays near 1.7× while cl100k_base (9.9 vs 3.6)
-  is near 2.7×.
+- **Tokens**: the counter is the core's; the binding adds a borrow of the
+  str's UTF-8 buffer and releases the GIL. Counting the same corpus over
+  and over keeps the core's piece cache warm (as tiktoken's own figures
+  do); without the cache the core counts ~22–28 M tokens/s (BENCHMARKS.md,
+  core section), still several times tiktoken.
 
 ### What the binding adds per call (callgrind, 2026-11-24 ~08:50 UTC)
 
