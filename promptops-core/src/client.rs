@@ -314,6 +314,8 @@ impl ClientBuilder {
                 engine,
                 #[cfg(feature = "export")]
                 exporter: std::sync::Mutex::new(exporter),
+                #[cfg(feature = "export")]
+                export_opts: self.export.clone(),
             }),
         };
         if live {
@@ -357,6 +359,9 @@ struct Inner {
     engine: Arc<crate::route::client::Engine>,
     #[cfg(feature = "export")]
     exporter: std::sync::Mutex<Option<crate::export::Exporter>>,
+    /// Kept to restart the exporter in a forked child.
+    #[cfg(feature = "export")]
+    export_opts: crate::export::ExportOptions,
 }
 
 /// The in-process SDK client. Cheap to clone (shares one store).
@@ -468,8 +473,11 @@ impl Client {
 
     /// Start (or restart) the live sources. `build` calls this; call it
     /// again in a child process after `fork()`, where the parent's sync
-    /// threads do not exist.
+    /// threads do not exist (the telemetry exporter, whose thread does not
+    /// exist there either, is restarted too).
     pub fn start_sync(&self) -> Result<()> {
+        #[cfg(feature = "export")]
+        self.restart_exporter_if_inherited()?;
         #[cfg(feature = "sync")]
         {
             let cfg = &self.inner.sync_cfg;
@@ -507,6 +515,32 @@ impl Client {
             }
             Ok(())
         }
+    }
+
+    /// In a forked child, replace the parent's exporter (whose thread is
+    /// gone) by a new one, so that what the child records is exported.
+    #[cfg(feature = "export")]
+    fn restart_exporter_if_inherited(&self) -> Result<()> {
+        let mut slot = self
+            .inner
+            .exporter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !slot.as_ref().is_some_and(|e| e.is_inherited()) {
+            return Ok(());
+        }
+        if let Some(old) = slot.take() {
+            old.abandon_after_fork();
+        }
+        if let Some(tel) = &self.inner.engine.telemetry {
+            *slot = Some(crate::export::Exporter::start(
+                tel.clone(),
+                self.inner.sync_cfg.server.as_deref(),
+                self.inner.sync_cfg.api_key.as_deref(),
+                &self.inner.export_opts,
+            )?);
+        }
+        Ok(())
     }
 
     /// Export telemetry now (upload and OTLP, when configured) and wait at

@@ -198,3 +198,58 @@ def test_fork_before_first_use() -> None:
 def expected_input_tokens() -> int:
     c = promptops.Client(prompts_dir=EXAMPLE_PROMPTS)
     return c.get("support/reply").render(VARS).input_tokens
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_forked_child_uploads_its_telemetry() -> None:
+    """The telemetry exporter's thread does not exist in a forked child: the
+    child restarts it (with sync), so what it records reaches the registry."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    uploads: List[Dict[str, Any]] = []
+
+    class Registry(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # no snapshot: the client serves its files
+            self.send_response(404)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            if self.path == "/v1/telemetry":
+                uploads.append(json.loads(body))
+            self.send_response(202)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = promptops.Client(
+            server=f"http://127.0.0.1:{server.server_address[1]}",
+            api_key="sdk-key",
+            project="demo",
+            prompts_dir=EXAMPLE_PROMPTS,
+            telemetry=True,
+        )
+
+        def child() -> Any:
+            client.get("support/reply").render(VARS)
+            client.close()  # a last export round
+            return True
+
+        out = _in_child(child)
+        assert out["status"] == 0, out
+        events = [e for u in uploads for e in u["events"]]
+        assert any(
+            e["kind"] == "render" and e["prompt"] == "support/reply" for e in events
+        ), uploads
+        client.close()
+    finally:
+        server.shutdown()

@@ -127,6 +127,8 @@ pub struct Exporter {
     thread: Option<std::thread::JoinHandle<()>>,
     flush_timeout: Duration,
     closed: bool,
+    /// The process that started the thread (a forked child has none).
+    pid: u32,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -209,6 +211,7 @@ impl Exporter {
             thread: Some(thread),
             flush_timeout: opts.flush_timeout,
             closed: false,
+            pid: std::process::id(),
         })
     }
 
@@ -244,6 +247,12 @@ impl Exporter {
                 self.thread.take();
             }
         }
+    }
+
+    /// Whether this exporter's thread belongs to another process (this is a
+    /// child forked after the exporter started).
+    pub fn is_inherited(&self) -> bool {
+        self.pid != std::process::id()
     }
 
     /// After `fork()`: the parent's exporter thread does not exist in the
