@@ -117,19 +117,23 @@ pub(crate) struct Ctx {
     pub shutdown: watch::Receiver<bool>,
     /// ETag of the snapshot last received over HTTP.
     pub etag: Mutex<Option<String>>,
+    /// Held while an update is applied and persisted; `close` takes it, so
+    /// an update the app has already seen is on disk before `close` returns.
+    pub applying: Arc<Mutex<()>>,
 }
 
 impl Ctx {
     /// Push an update into the store; persist what the registry sent as the
     /// last-known-good copy.
     pub fn apply(&self, update: Update, source_name: &str) -> Result<ApplyOutcome> {
+        let _applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        // A closed client writes nothing more; an update that started
+        // before `close` is persisted before `close` returns.
+        let closed = self.is_shutdown();
         let out = self.store.apply(update, Source::Memory)?;
         if out.applied {
             self.status.applied(source_name);
-            // A closed client writes nothing more.
-            if let (Some(cache), Some(snap), false) =
-                (&self.cache, self.store.current(), self.is_shutdown())
-            {
+            if let (Some(cache), Some(snap), false) = (&self.cache, self.store.current(), closed) {
                 let etag = self.etag.lock().ok().and_then(|e| e.clone());
                 if let Err(e) = cache.save(snap.registry_data(), etag.as_deref()) {
                     tracing::warn!(target: "promptops::sync", "cannot write the disk cache: {e}");
@@ -183,6 +187,7 @@ pub struct Syncer {
     rt: Option<Rt>,
     shutdown: watch::Sender<bool>,
     status: Arc<StatusCell>,
+    applying: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -221,6 +226,7 @@ impl Syncer {
             .as_ref()
             .map(|d| DiskCache::new(d, &opts.project));
         let etag = cache.as_ref().and_then(|c| c.load()).and_then(|(_, e)| e);
+        let applying = Arc::new(Mutex::new(()));
         let ctx = Arc::new(Ctx {
             store,
             status: status.clone(),
@@ -228,6 +234,7 @@ impl Syncer {
             cache,
             shutdown: rx,
             etag: Mutex::new(etag),
+            applying: applying.clone(),
         });
         let handle = match &rt {
             Rt::Owned(r) => r.handle().clone(),
@@ -253,12 +260,24 @@ impl Syncer {
             rt: Some(rt),
             shutdown: tx,
             status,
+            applying,
         })
     }
 
     /// Stop every source (idempotent).
     pub fn close(&mut self) {
         let _ = self.shutdown.send(true);
+        // Wait (boundedly: `close` may be called from a change listener,
+        // i.e. while this very update is being applied) for an update being
+        // applied to be persisted.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while matches!(
+            self.applying.try_lock(),
+            Err(std::sync::TryLockError::WouldBlock)
+        ) && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         self.status.close();
         if let Some(Rt::Owned(rt)) = self.rt.take() {
             rt.shutdown_background();
