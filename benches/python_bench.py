@@ -455,7 +455,23 @@ def main(args: argparse.Namespace) -> int:
     print()
     print(tok)
 
-    extra = cold_and_threads(args, bundle, cases)
+    # Two-thread cases beyond the table's: a render of ~100 µs (T2 with its
+    # chunks repeated: long enough that handing the GIL over pays), and token
+    # counting of the corpus.
+    big_vars = dict(t2_vars, chunks=list(t2_vars["chunks"]) * THREAD_BIG_REPEAT)
+    big_expected = j2.render(**big_vars)
+    assert get("bench/t2").render(big_vars).text == big_expected, "promptops: big T2 differs"
+    assert mrender("t2", **big_vars) == big_expected, "minijinja: big T2 differs"
+    thread_cases = [
+        ("promptops", f"T2 get + render, chunks × {THREAD_BIG_REPEAT}",
+         lambda: get("bench/t2").render(big_vars).text),
+        ("jinja2", f"T2 render, chunks × {THREAD_BIG_REPEAT}", lambda: j2.render(**big_vars)),
+        ("minijinja", f"T2 render_template, chunks × {THREAD_BIG_REPEAT}",
+         lambda: mrender("t2", **big_vars)),
+        ("promptops", "count_tokens(corpus, model=gpt-4o)", lambda: count(corpus, "gpt-4o")),
+        ("tiktoken", "len(o200k encode_ordinary(corpus))", lambda: len(o2.encode_ordinary(corpus))),
+    ]
+    extra = cold_and_threads(args, bundle, cases, thread_cases)
     print()
     print(extra)
 
@@ -540,7 +556,15 @@ def thread_throughput(fn: Callable[[], Any], seconds: float) -> Tuple[float, flo
     return run(1), run(2)
 
 
-def cold_and_threads(args: argparse.Namespace, bundle: Path, cases: List["Case"]) -> str:
+THREAD_BIG_REPEAT = 12
+
+
+def cold_and_threads(
+    args: argparse.Namespace,
+    bundle: Path,
+    cases: List["Case"],
+    thread_cases: List[Tuple[str, str, Callable[[], Any]]],
+) -> str:
     """The cold-start and two-thread tables (markdown)."""
     lines = [
         "### Cold start (fresh interpreter, timed inside it; median of "
@@ -563,13 +587,16 @@ def cold_and_threads(args: argparse.Namespace, bundle: Path, cases: List["Case"]
         )
     lines += [
         "",
-        "### Two threads at once vs one (T2; shows whether the GIL is released)",
+        "### Two threads at once vs one (shows where the GIL is released)",
         "",
-        f"Each row: ops/s of one thread rendering for {args.thread_seconds} s, then of two "
-        "threads rendering at once (total), median of 3 rounds. On 2 cores a "
-        "render that releases the GIL can approach 2×; one that holds it stays "
-        "at or below 1×. The other load of this shared machine caps what a "
-        "second thread can get (see the load average above).",
+        f"Each row: ops/s of one thread working for {args.thread_seconds} s, then of two "
+        "threads at once (total), median of 3 rounds. On 2 cores work that releases the "
+        "GIL can approach 2×; work that holds it stays at or below 1×. The other load of "
+        "this shared machine caps what a second thread can get (see the load average "
+        "above). promptops keeps the GIL for short renders such as T2 (handing it over "
+        "costs more than the render) and releases it for long ones and for token "
+        f"counting; the chunks × {THREAD_BIG_REPEAT} rows are T2 with its ten chunks "
+        "repeated (a render of ~100 µs).",
         "",
         "| library | case | 1 thread ops/s | 2 threads ops/s | ratio |",
         "|---|---|---:|---:|---:|",
@@ -582,6 +609,12 @@ def cold_and_threads(args: argparse.Namespace, bundle: Path, cases: List["Case"]
         two = statistics.median(r[1] for r in rounds)
         lines.append(f"| {lib} | {c.case} | {fmt_ops(one)} | {fmt_ops(two)} | {two / one:.2f}× |")
         print(f"   threads: {lib} done", flush=True)
+    for lib, case, fn in thread_cases:
+        rounds = [thread_throughput(fn, args.thread_seconds) for _ in range(3)]
+        one = statistics.median(r[0] for r in rounds)
+        two = statistics.median(r[1] for r in rounds)
+        lines.append(f"| {lib} | {case} | {fmt_ops(one)} | {fmt_ops(two)} | {two / one:.2f}× |")
+        print(f"   threads: {lib} {case} done", flush=True)
     return "\n".join(lines)
 
 

@@ -394,12 +394,23 @@ fn scalar(r: &mut Rng) -> Value {
 }
 
 /// Maps and lists built the ways callers build them: serde (minijinja's
-/// own map and vec types), std collections (other object types).
+/// own map and vec types), the bindings' map, std collections (other
+/// object types).
 fn map_of(r: &mut Rng, entries: Vec<(String, Value)>) -> Value {
-    match r.below(3) {
+    match r.below(4) {
         // minijinja's own insertion-ordered map (what serde and `context!`
         // build).
         0 => Value::from_pairs(entries),
+        // The bindings' map (a `SmallMap` up to 16 entries, else an
+        // `IndexMap`), built as Python's binding builds it.
+        3 => {
+            let mut b = promptops_core::vars::MapBuilder::with_capacity(entries.len());
+            for (k, v) in entries {
+                let key = Value::from(k);
+                b.set(key.clone(), promptops_core::vars::key_fingerprint(&key), v);
+            }
+            b.into_value()
+        }
         // Through serde: also minijinja's map type.
         1 => to_value(&entries.into_iter().collect::<BTreeMap<String, Value>>()),
         // Another object type (looked up through the `Object` trait).

@@ -1025,6 +1025,9 @@ fn step_on<'a>(v: &'a Value, step: &Step) -> R<Option<V<'a>>> {
 fn lookup<'a>(v: &'a Value, key: &Key) -> Option<V<'a>> {
     let obj = v.as_object()?;
     let Some(map) = obj.downcast_ref::<ValueMap>() else {
+        if let Some(small) = obj.downcast_ref::<crate::vars::SmallMap>() {
+            return lookup_small(small, key);
+        }
         return obj.get_value_by_str(&key.name).map(V::O);
     };
     let name = &*key.name;
@@ -1059,6 +1062,25 @@ fn lookup<'a>(v: &'a Value, key: &Key) -> Option<V<'a>> {
     Some(V::B(found))
 }
 
+/// [`lookup`] in a binding's small map, hinted the same way.
+#[inline]
+fn lookup_small<'a>(map: &'a crate::vars::SmallMap, key: &Key) -> Option<V<'a>> {
+    let name = &*key.name;
+    let hint = key.hint.load(Ordering::Relaxed) as usize;
+    if let Some((k, found)) = map.get_index(hint)
+        && k.as_str() == Some(name)
+        && k.kind() == ValueKind::String
+    {
+        return Some(V::B(found));
+    }
+    let i = map.find_str(name)?;
+    let (_, found) = map.get_index(i)?;
+    if let Ok(i) = u32::try_from(i) {
+        key.hint.store(i, Ordering::Relaxed);
+    }
+    Some(V::B(found))
+}
+
 /// Item lookup as minijinja's `GetItem` for the keys the subset allows
 /// (strings, non-negative integers).
 fn item<'a>(v: &'a Value, key: &Value) -> R<Option<V<'a>>> {
@@ -1073,6 +1095,8 @@ fn item<'a>(v: &'a Value, key: &Value) -> R<Option<V<'a>>> {
             _ => return Err(Abandon),
         }
     } else if let Some(map) = obj.downcast_ref::<ValueMap>() {
+        map.get(key).map(V::B)
+    } else if let Some(map) = obj.downcast_ref::<crate::vars::SmallMap>() {
         map.get(key).map(V::B)
     } else if obj.repr() == minijinja::value::ObjectRepr::Map {
         obj.get_value(key).map(V::O)

@@ -38,6 +38,7 @@ pub mod store;
 pub mod sync;
 pub mod telemetry;
 pub mod tokens;
+pub mod vars;
 
 pub use catalogue::{HealthStatus, ModelEntry, ModelHealth};
 pub use client::{Client, ClientBuilder, Fallback, GetOptions};

@@ -12,10 +12,10 @@
 //! - a Rust panic never unwinds into Python: every entry point runs under
 //!   `guard`, which turns a panic into `promptops.PromptOpsError` (kind
 //!   `PANIC`);
-//! - rendering and token counting run with the GIL released
-//!   ([`Python::detach`]), on values copied out of Python first; only tiny
-//!   renders and counts (see `is_light`, `DETACH_MIN_BYTES`) keep it,
-//!   since releasing and re-taking it would cost more than the work;
+//! - rendering and token counting run on values copied out of Python,
+//!   with the GIL released ([`Python::detach`]) when the work is long
+//!   enough to pay for handing the GIL over; short renders and counts (see
+//!   `Inline`, `DETACH_MIN_BYTES`) keep it;
 //! - repeated lookups return the same (immutable) `Prompt` object while the
 //!   store holds the same snapshot (`PromptCache`).
 
@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
-use minijinja::value::{Enumerator, Object, ObjectExt, ObjectRepr, Value};
+use minijinja::value::Value;
 use promptops_core as core;
 use pyo3::Borrowed;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -185,119 +185,7 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 /// Deeper nesting than this is refused (it is almost surely a cycle).
 const MAX_DEPTH: usize = 128;
 
-/// A template map built from a small Python mapping: keys in insertion
-/// order, unique, each with a fingerprint of its text so that a lookup by
-/// name compares integers first.
-#[derive(Debug)]
-struct VarsMap {
-    entries: Vec<Entry>,
-}
-
-#[derive(Debug)]
-struct Entry {
-    print: u64,
-    key: Value,
-    value: Value,
-}
-
-/// The first up-to-7 bytes of a string key and its length, packed in a
-/// `u64`. For keys of at most 7 bytes equal fingerprints mean equal keys;
-/// longer keys are compared in full after a fingerprint match.
-#[inline(always)]
-fn fingerprint(s: &str) -> u64 {
-    let b = s.as_bytes();
-    let len = (b.len().min(255) as u64) << 56;
-    let low = match b.first_chunk::<8>() {
-        Some(head) => u64::from_le_bytes(*head) & 0x00ff_ffff_ffff_ffff,
-        None => b
-            .iter()
-            .enumerate()
-            .fold(0u64, |v, (i, &c)| v | (u64::from(c) << (8 * i))),
-    };
-    low | len
-}
-
-/// Fingerprint of a key that is not a string (never equal to a string's:
-/// a string fingerprint's low bytes are UTF-8 text, never all 0xFF).
-const NOT_A_STR: u64 = u64::MAX;
-
-/// Maps up to this size are searched linearly; larger ones become an
-/// `IndexMap` (hashed, still in insertion order).
-const SMALL_MAP: usize = 16;
-
-/// Collects a map's entries (unique keys, in insertion order).
-struct MapBuilder {
-    entries: Vec<Entry>,
-}
-
-impl MapBuilder {
-    fn with_capacity(n: usize) -> Self {
-        MapBuilder {
-            entries: Vec::with_capacity(n),
-        }
-    }
-
-    fn push(&mut self, key: Value, print: u64, value: Value) {
-        self.entries.push(Entry { print, key, value });
-    }
-
-    /// Insert or replace (for keyword arguments over `vars`).
-    fn set(&mut self, key: Value, print: u64, value: Value) {
-        match self.entries.iter().position(|e| e.key == key) {
-            Some(i) => self.entries[i].value = value,
-            None => self.push(key, print, value),
-        }
-    }
-
-    fn into_value(self) -> Value {
-        if self.entries.len() <= SMALL_MAP {
-            Value::from_object(VarsMap {
-                entries: self.entries,
-            })
-        } else {
-            Value::from_object(
-                self.entries
-                    .into_iter()
-                    .map(|e| (e.key, e.value))
-                    .collect::<indexmap::IndexMap<Value, Value>>(),
-            )
-        }
-    }
-}
-
-impl Object for VarsMap {
-    fn repr(self: &Arc<Self>) -> ObjectRepr {
-        ObjectRepr::Map
-    }
-
-    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        match key.as_str() {
-            Some(s) => self.get_value_by_str(s),
-            None => self
-                .entries
-                .iter()
-                .find(|e| e.key == *key)
-                .map(|e| e.value.clone()),
-        }
-    }
-
-    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
-        let print = fingerprint(key);
-        let short = key.len() <= 7;
-        self.entries
-            .iter()
-            .find(|e| e.print == print && (short || e.key.as_str() == Some(key)))
-            .map(|e| e.value.clone())
-    }
-
-    fn enumerate(self: &Arc<Self>) -> Enumerator {
-        self.mapped_enumerator(|this| Box::new(this.entries.iter().map(|e| e.key.clone())))
-    }
-
-    fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
-        Some(self.entries.len())
-    }
-}
+use core::vars::{MapBuilder, fingerprint, key_fingerprint};
 
 /// A conversion failure, with the path to the offending value (boxed: the
 /// happy path returns only a `Value`).
@@ -360,21 +248,32 @@ fn key_segment(k: &Value) -> String {
     }
 }
 
-/// Copies Python values into template values, counting the string bytes
-/// copied (a measure of the work a render will do).
+/// Copies Python values into template values, counting the values and
+/// the string bytes copied (a measure of the work a render will do).
 struct Converter {
+    work: Work,
+}
+
+/// The size of a render's variables.
+#[derive(Debug, Clone, Copy, Default)]
+struct Work {
+    /// Bytes of string text.
     bytes: usize,
+    /// Values of any kind (containers and scalars).
+    values: usize,
 }
 
 impl Converter {
     fn new() -> Self {
-        Converter { bytes: 0 }
+        Converter {
+            work: Work::default(),
+        }
     }
 
     #[inline(always)]
     fn str_value(&mut self, s: &Bound<'_, PyString>) -> Conv<Value> {
         let text = py_str(s)?;
-        self.bytes += text.len();
+        self.work.bytes += text.len();
         Ok(Value::from(&*text))
     }
 
@@ -383,6 +282,7 @@ impl Converter {
     /// other mappings and sequences take the general path.
     #[inline(always)]
     fn value(&mut self, obj: Borrowed<'_, '_, PyAny>, depth: usize) -> Conv<Value> {
+        self.work.values += 1;
         if obj.get_type_ptr() == &raw mut ffi::PyUnicode_Type {
             // SAFETY: the exact type was checked.
             let s = unsafe { obj.cast_unchecked::<PyString>() };
@@ -468,7 +368,7 @@ impl Converter {
                 // Converting another key may run Python code: hold both.
                 let (kb, vb) = (kb.to_owned(), vb.to_owned());
                 let key = self.value(kb.as_borrowed(), depth)?;
-                let print = key.as_str().map_or(NOT_A_STR, fingerprint);
+                let print = key_fingerprint(&key);
                 let val = self
                     .value(vb.as_borrowed(), depth)
                     .map_err(|e| at(e, || key_segment(&key)))?;
@@ -566,7 +466,7 @@ impl Converter {
         for pair in items.iter() {
             let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair.extract()?;
             let key = self.value(k.as_borrowed(), depth)?;
-            let print = key.as_str().map_or(NOT_A_STR, fingerprint);
+            let print = key_fingerprint(&key);
             let val = self
                 .value(v.as_borrowed(), depth)
                 .map_err(|e| at(e, || key_segment(&key)))?;
@@ -587,11 +487,11 @@ fn int_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
 }
 
 /// The render context: `vars` (a mapping) updated with `kwargs`, and the
-/// string bytes copied into it.
+/// size of what was copied into it.
 fn context(
     vars: Option<&Bound<'_, PyAny>>,
     kwargs: Option<&Bound<'_, PyDict>>,
-) -> PyResult<(Value, usize)> {
+) -> PyResult<(Value, Work)> {
     let mut c = Converter::new();
     let mut map = match vars {
         None => MapBuilder::with_capacity(0),
@@ -611,16 +511,9 @@ fn context(
         }
     };
     if let Some(kw) = kwargs {
-        let extra = c.dict(kw, 1).map_err(|e| conv_err(*e, "kwargs"))?;
-        if map.entries.is_empty() {
-            map = extra;
-        } else {
-            for e in extra.entries {
-                map.set(e.key, e.print, e.value);
-            }
-        }
+        map.update(c.dict(kw, 1).map_err(|e| conv_err(*e, "kwargs"))?);
     }
-    Ok((map.into_value(), c.bytes))
+    Ok((map.into_value(), c.work))
 }
 
 // ---------------------------------------------------------------------------
@@ -1508,12 +1401,30 @@ fn fallback_arg(f: &Bound<'_, PyAny>) -> Res<core::Fallback> {
     .into())
 }
 
-/// Renders of at most this many bytes (template plus variable text) whose
-/// templates have no block tags (no loops, conditionals, includes or
-/// macros) take about a microsecond: they run without releasing the GIL,
-/// which would cost a good part of that. Everything else renders with the
-/// GIL released.
-const INLINE_RENDER_BYTES: usize = 2048;
+/// Whether a render runs with the GIL held or released.
+///
+/// Releasing the GIL lets other Python threads run during a render, but on
+/// CPython every release and re-take with another thread waiting is a
+/// hand-over through a condition variable (a futex wake-up and a context
+/// switch, several microseconds on a VM): measured on the shared workload's
+/// T2 (~6 µs), two threads rendering at once with the GIL released around
+/// each render got *less* done than one thread (0.7–0.85×), and about the
+/// same with it held (0.9–1×, like every other library holding it), while
+/// renders of a few hundred microseconds scale with it released (see
+/// BENCHMARKS-python.md). So short renders keep the GIL and long ones
+/// release it, decided by a bound on the work:
+/// - templates in the core's fast-path subset (loops only over the data
+///   passed in): at most `INLINE_FAST_TEMPLATE` bytes of template, whose
+///   loops can repeat their text once per value passed in, at most
+///   `INLINE_FAST_VALUES` values and `INLINE_FAST_BYTES` bytes of variable
+///   text: at most ~100 µs of render even in the worst case;
+/// - other templates (minijinja's VM: ranges, macros, includes, …) only
+///   without block tags and within `INLINE_PLAIN_BYTES` of template plus
+///   variable text, about a microsecond.
+const INLINE_FAST_TEMPLATE: usize = 4096;
+const INLINE_FAST_VALUES: usize = 128;
+const INLINE_FAST_BYTES: usize = 16 * 1024;
+const INLINE_PLAIN_BYTES: usize = 2048;
 
 /// Whether `t` has a `{%` (block tag): `%` is rare in prompt text, so one
 /// vectorised scan for it settles most templates.
@@ -1522,54 +1433,68 @@ fn has_block_tag(t: &str) -> bool {
     memchr::memchr_iter(b'%', b).any(|i| i > 0 && b[i - 1] == b'{')
 }
 
-/// The template bytes of `p` if none of its templates has a block tag and
-/// they fit `INLINE_RENDER_BYTES`, else `None` (always rendered with the
-/// GIL released). Computed once per `Prompt` object.
-fn light_bytes(p: &core::Prompt) -> Option<usize> {
-    let data = p.data();
-    let variant = p.variant_name().and_then(|v| data.variants.get(v));
-    let mut total = 0usize;
-    let mut fits = |t: &str| {
-        if has_block_tag(t) {
-            return false;
+/// How a prompt's renders may keep the GIL (see `INLINE_FAST_TEMPLATE`).
+#[derive(Debug, Clone, Copy)]
+enum Inline {
+    /// Fast-path templates (at most `INLINE_FAST_TEMPLATE` bytes).
+    Fast,
+    /// Plain templates (no block tags) of this many bytes in all.
+    Plain(usize),
+    /// Always released.
+    Never,
+}
+
+impl Inline {
+    /// Computed once per `Prompt` object (prompts are immutable).
+    fn of(p: &core::Prompt) -> Inline {
+        let data = p.data();
+        let variant = p.variant_name().and_then(|v| data.variants.get(v));
+        let texts: Vec<&str> = match (
+            variant.and_then(|v| v.template.as_deref()),
+            variant.and_then(|v| v.messages.as_deref()),
+        ) {
+            (Some(t), _) => vec![t],
+            (None, Some(ms)) => ms.iter().map(|m| m.content.as_str()).collect(),
+            (None, None) => match &data.body {
+                core::Body::Text { template } => vec![template.as_str()],
+                core::Body::Chat { messages } => {
+                    messages.iter().map(|m| m.content.as_str()).collect()
+                }
+            },
+        };
+        let total: usize = texts.iter().map(|t| t.len()).sum();
+        if p.has_fast_path() && total <= INLINE_FAST_TEMPLATE {
+            Inline::Fast
+        } else if total <= INLINE_PLAIN_BYTES && !texts.iter().any(|t| has_block_tag(t)) {
+            Inline::Plain(total)
+        } else {
+            Inline::Never
         }
-        total += t.len();
-        total <= INLINE_RENDER_BYTES
-    };
-    let light = match (
-        variant.and_then(|v| v.template.as_deref()),
-        variant.and_then(|v| v.messages.as_deref()),
-    ) {
-        (Some(t), _) => fits(t),
-        (None, Some(ms)) => ms.iter().all(|m| fits(&m.content)),
-        (None, None) => match &data.body {
-            core::Body::Text { template } => fits(template),
-            core::Body::Chat { messages } => messages.iter().all(|m| fits(&m.content)),
-        },
-    };
-    light.then_some(total)
+    }
+
+    /// Whether a render of variables of `var_bytes` bytes of text in
+    /// `values` values keeps the GIL.
+    #[inline]
+    fn keeps_gil(self, var_bytes: usize, values: usize) -> bool {
+        match self {
+            Inline::Fast => var_bytes <= INLINE_FAST_BYTES && values <= INLINE_FAST_VALUES,
+            Inline::Plain(t) => t + var_bytes <= INLINE_PLAIN_BYTES,
+            Inline::Never => false,
+        }
+    }
 }
 
 /// A prompt ready to render (one version of one prompt).
 #[pyclass(module = "promptops._lowlevel", frozen)]
 struct Prompt {
     inner: core::Prompt,
-    /// `light_bytes` of `inner`.
-    light: Option<usize>,
+    inline: Inline,
 }
 
 impl Prompt {
     fn new(inner: core::Prompt) -> Self {
-        let light = light_bytes(&inner);
-        Prompt { inner, light }
-    }
-
-    /// Whether a render with `var_bytes` of variable text is small enough
-    /// to run without releasing the GIL.
-    #[inline]
-    fn is_light(&self, var_bytes: usize) -> bool {
-        self.light
-            .is_some_and(|t| t + var_bytes <= INLINE_RENDER_BYTES)
+        let inline = Inline::of(&inner);
+        Prompt { inner, inline }
     }
 }
 
@@ -1640,12 +1565,13 @@ impl Prompt {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Rendered> {
         guard(py, || {
-            let (ctx, var_bytes) = context(vars, kwargs)?;
+            let (ctx, work) = context(vars, kwargs)?;
             let prompt = &self.inner;
-            let inner = if self.is_light(var_bytes) {
+            let inner = if self.inline.keeps_gil(work.bytes, work.values) {
                 prompt.render(&ctx)?
             } else {
-                detached(py, || prompt.render(&ctx))?
+                // The copy is dropped with the GIL released too.
+                detached(py, move || prompt.render(&ctx))?
             };
             Ok(Rendered::new(inner))
         })
