@@ -152,6 +152,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// A request id for a request that brought none: random, or (if the
+/// random source failed) a process-wide counter.
+fn new_request_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    match crate::crypto::random_bytes::<8>() {
+        Ok(b) => hex::encode(b),
+        Err(_) => format!(
+            "{:016x}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ),
+    }
+}
+
 fn json_rejection(r: JsonRejection) -> ApiError {
     let (code, status) = match &r {
         JsonRejection::JsonSyntaxError(_) => ("MALFORMED_JSON", StatusCode::BAD_REQUEST),
@@ -1921,7 +1934,7 @@ async fn request_context(State(s): State<AppState>, mut req: Request, next: Next
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_graphic()))
         .map(String::from)
-        .unwrap_or_else(|| hex::encode(crate::crypto::random_bytes::<8>()));
+        .unwrap_or_else(new_request_id);
     req.extensions_mut().insert(RequestId(rid.clone()));
     let route = req
         .extensions()

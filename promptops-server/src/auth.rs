@@ -139,12 +139,12 @@ impl Principal {
 pub const KEY_PREFIX: &str = "po_";
 
 /// A new random API key.
-pub fn generate_key() -> String {
-    let bytes: [u8; 32] = crate::crypto::random_bytes();
-    format!(
+pub fn generate_key() -> Result<String, crate::crypto::CryptoError> {
+    let bytes: [u8; 32] = crate::crypto::random_bytes()?;
+    Ok(format!(
         "{KEY_PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
+    ))
 }
 
 pub fn hash_key(token: &str) -> String {
@@ -162,10 +162,10 @@ mod tests {
 
     #[test]
     fn keys() {
-        let k = generate_key();
+        let k = generate_key().unwrap();
         assert!(k.starts_with("po_"));
         assert_eq!(k.len(), 3 + 43);
-        assert_ne!(k, generate_key());
+        assert_ne!(k, generate_key().unwrap());
         assert_eq!(hash_key(&k).len(), 64);
         assert_eq!(display_prefix(&k).len(), 9);
     }

@@ -398,7 +398,7 @@ async fn open_registry_with(
     let keys = crate::server::load_keyring(&target, None, key_file, create_key)
         .context("loading the encryption key")?;
     let db = Arc::new(crate::db::Db::open(target, keys).await?);
-    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let metrics = Arc::new(crate::metrics::Metrics::new()?);
     let hub = Arc::new(crate::hub::Hub::new(
         db.clone(),
         metrics,

@@ -23,6 +23,8 @@ pub enum CryptoError {
     UnknownKey(String),
     Decrypt(String),
     Io(String),
+    /// The operating system's random source or the cipher failed.
+    Seal(String),
 }
 
 impl std::fmt::Display for CryptoError {
@@ -35,6 +37,7 @@ impl std::fmt::Display for CryptoError {
             ),
             CryptoError::Decrypt(m) => write!(f, "decryption failed: {m}"),
             CryptoError::Io(m) => write!(f, "key file: {m}"),
+            CryptoError::Seal(m) => write!(f, "encryption failed: {m}"),
         }
     }
 }
@@ -78,10 +81,11 @@ pub fn key_id(key: &[u8; 32]) -> String {
     hex::encode(&Sha256::digest(key)[..4])
 }
 
-pub fn random_bytes<const N: usize>() -> [u8; N] {
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
     let mut b = [0u8; N];
-    getrandom::fill(&mut b).expect("the operating system's random source failed");
-    b
+    getrandom::fill(&mut b)
+        .map_err(|e| CryptoError::Seal(format!("the operating system's random source: {e}")))?;
+    Ok(b)
 }
 
 impl Keyring {
@@ -91,7 +95,7 @@ impl Keyring {
         let mut keys = HashMap::new();
         for k in std::iter::once(current).chain(older) {
             keys.entry(key_id(&k))
-                .or_insert_with(|| Aes256Gcm::new_from_slice(&k).expect("32-byte key"));
+                .or_insert_with(|| Aes256Gcm::new(&k.into()));
         }
         Keyring { current_id, keys }
     }
@@ -120,7 +124,7 @@ impl Keyring {
         match std::fs::read_to_string(path) {
             Ok(text) => Keyring::from_text(&text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-                let key: [u8; 32] = random_bytes();
+                let key: [u8; 32] = random_bytes()?;
                 let text = format!(
                     "# promptops encryption key (AES-256-GCM). Keep it secret; without it the registry cannot be read.\n{}\n",
                     base64::engine::general_purpose::STANDARD.encode(key)
@@ -138,9 +142,12 @@ impl Keyring {
     }
 
     /// Seal `plain` with the current key; returns (key id, nonce || ciphertext).
-    pub fn seal(&self, plain: &[u8], aad: &str) -> (String, Vec<u8>) {
-        let cipher = &self.keys[&self.current_id];
-        let nonce: [u8; 12] = random_bytes();
+    pub fn seal(&self, plain: &[u8], aad: &str) -> Result<(String, Vec<u8>), CryptoError> {
+        let cipher = self
+            .keys
+            .get(&self.current_id)
+            .ok_or_else(|| CryptoError::UnknownKey(self.current_id.clone()))?;
+        let nonce: [u8; 12] = random_bytes()?;
         let ct = cipher
             .encrypt(
                 Nonce::from_slice(&nonce),
@@ -149,11 +156,11 @@ impl Keyring {
                     aad: aad.as_bytes(),
                 },
             )
-            .expect("AES-GCM encryption does not fail for in-memory buffers");
+            .map_err(|e| CryptoError::Seal(format!("AES-GCM: {e}")))?;
         let mut out = Vec::with_capacity(12 + ct.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
-        (self.current_id.clone(), out)
+        Ok((self.current_id.clone(), out))
     }
 
     pub fn open(&self, key_id: &str, sealed: &[u8], aad: &str) -> Result<Vec<u8>, CryptoError> {
@@ -222,10 +229,10 @@ mod tests {
 
     #[test]
     fn seal_open_and_rotation() {
-        let k1: [u8; 32] = random_bytes();
-        let k2: [u8; 32] = random_bytes();
+        let k1: [u8; 32] = random_bytes().unwrap();
+        let k2: [u8; 32] = random_bytes().unwrap();
         let old = Keyring::new(k1, vec![]);
-        let (id1, sealed) = old.seal(b"hello", "row:1");
+        let (id1, sealed) = old.seal(b"hello", "row:1").unwrap();
         assert_eq!(old.open(&id1, &sealed, "row:1").unwrap(), b"hello");
         assert!(
             old.open(&id1, &sealed, "row:2").is_err(),
@@ -243,7 +250,7 @@ mod tests {
 
     #[test]
     fn key_formats() {
-        let k: [u8; 32] = random_bytes();
+        let k: [u8; 32] = random_bytes().unwrap();
         assert_eq!(parse_key(&hex::encode(k)).unwrap(), k);
         assert_eq!(
             parse_key(&base64::engine::general_purpose::STANDARD.encode(k)).unwrap(),

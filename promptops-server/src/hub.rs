@@ -180,7 +180,12 @@ impl Hub {
     }
 
     fn insert(&self, id: i64, org_id: i64, name: &str, revision: u64) -> Arc<ProjectHub> {
-        let mut m = self.projects.lock().expect("hub map lock");
+        // A panic elsewhere while holding the lock leaves the map itself
+        // intact (inserts are single calls), so a poisoned lock is used as is.
+        let mut m = self
+            .projects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         m.entry(name.to_string())
             .or_insert_with(|| {
                 let (tx, _) = broadcast::channel(self.opts.broadcast_capacity);

@@ -25,12 +25,14 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// The registry's metrics. Fails only if a metric definition were
+    /// invalid (they are constants) or registered twice.
+    pub fn new() -> prometheus::Result<Metrics> {
         Metrics::with_telemetry_series(crate::telemetry::DEFAULT_MAX_SERIES)
     }
 
     /// Metrics whose telemetry series are bounded to `max_series` label sets.
-    pub fn with_telemetry_series(max_series: usize) -> Metrics {
+    pub fn with_telemetry_series(max_series: usize) -> prometheus::Result<Metrics> {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
             Opts::new(
@@ -38,8 +40,7 @@ impl Metrics {
                 "HTTP requests by route and status",
             ),
             &["method", "route", "status"],
-        )
-        .expect("metric");
+        )?;
         let http_latency = HistogramVec::new(
             HistogramOpts::new(
                 "promptops_http_request_duration_seconds",
@@ -47,47 +48,40 @@ impl Metrics {
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["method", "route"],
-        )
-        .expect("metric");
+        )?;
         let publishes = IntCounterVec::new(
             Opts::new(
                 "promptops_publishes_total",
                 "Moves of protected labels (publish and rollback) by project",
             ),
             &["project", "action"],
-        )
-        .expect("metric");
+        )?;
         let stream_clients = IntGauge::new(
             "promptops_stream_clients",
             "SSE clients currently connected",
-        )
-        .expect("metric");
+        )?;
         let snapshot_build = Histogram::with_opts(
             HistogramOpts::new(
                 "promptops_snapshot_build_seconds",
                 "Time to build a project snapshot from the database",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("metric");
+        )?;
         let redis_publish = Histogram::with_opts(
             HistogramOpts::new(
                 "promptops_redis_publish_seconds",
                 "Time to store a snapshot in Redis and publish its delta",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("metric");
+        )?;
         let events = IntCounter::new(
             "promptops_events_total",
             "Snapshot-changing events committed by this replica",
-        )
-        .expect("metric");
+        )?;
         let remote_events = IntCounter::new(
             "promptops_remote_events_total",
             "Events received from other replicas (Redis or database catch-up)",
-        )
-        .expect("metric");
+        )?;
         for m in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_latency.clone()),
@@ -98,11 +92,10 @@ impl Metrics {
             Box::new(events.clone()),
             Box::new(remote_events.clone()),
         ] {
-            registry.register(m).expect("metric registers once");
+            registry.register(m)?;
         }
-        let telemetry =
-            crate::telemetry::TelemetryMetrics::new(&registry, max_series).expect("metric");
-        Metrics {
+        let telemetry = crate::telemetry::TelemetryMetrics::new(&registry, max_series)?;
+        Ok(Metrics {
             telemetry,
             registry,
             http_requests,
@@ -113,18 +106,12 @@ impl Metrics {
             redis_publish,
             events,
             remote_events,
-        }
+        })
     }
 
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
     }
 }

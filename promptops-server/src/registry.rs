@@ -1053,7 +1053,7 @@ impl Registry {
             models,
         };
         let json = serde_json::to_vec(&delta).unwrap_or_default();
-        let (key_id, sealed) = self.db.keys.seal(&json, &event_aad(project.id, rev));
+        let (key_id, sealed) = self.db.keys.seal(&json, &event_aad(project.id, rev))?;
         sqlx::query(
             "INSERT INTO events (project_id, revision, key_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -1595,7 +1595,7 @@ impl Registry {
         let (key_id, sealed) = self
             .db
             .keys
-            .seal(&plain, &version_aad(prompt_id, new_v as i64));
+            .seal(&plain, &version_aad(prompt_id, new_v as i64))?;
         sqlx::query(
             "INSERT INTO versions (prompt_id, version, key_id, body, author, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -2165,7 +2165,7 @@ impl Registry {
                 .fetch_one(w.conn())
                 .await?,
             };
-        let token = crate::auth::generate_key();
+        let token = crate::auth::generate_key()?;
         let prefix = crate::auth::display_prefix(&token);
         let at = now();
         let id: i64 = sqlx::query_scalar(
@@ -2295,7 +2295,7 @@ impl Registry {
         let (key_id, sealed) = self
             .db
             .keys
-            .seal(value.as_bytes(), &secret_aad(project.id, name));
+            .seal(value.as_bytes(), &secret_aad(project.id, name))?;
         let at = now();
         let n = sqlx::query(
             "UPDATE secrets SET key_id = $1, value = $2, updated_at = $3, updated_by = $4 WHERE project_id = $5 AND name = $6",

@@ -28,7 +28,7 @@ pub async fn rekey(db: &Db) -> ApiResult<usize> {
             &r.get::<Vec<u8>, _>("body"),
             &aad,
         )?;
-        let (kid, sealed) = db.keys.seal(&plain, &aad);
+        let (kid, sealed) = db.keys.seal(&plain, &aad)?;
         sqlx::query("UPDATE versions SET key_id = $1, body = $2 WHERE id = $3")
             .bind(kid)
             .bind(sealed)
@@ -50,7 +50,7 @@ pub async fn rekey(db: &Db) -> ApiResult<usize> {
             &r.get::<Vec<u8>, _>("payload"),
             &aad,
         )?;
-        let (kid, sealed) = db.keys.seal(&plain, &aad);
+        let (kid, sealed) = db.keys.seal(&plain, &aad)?;
         sqlx::query(
             "UPDATE events SET key_id = $1, payload = $2 WHERE project_id = $3 AND revision = $4",
         )
@@ -75,7 +75,7 @@ pub async fn rekey(db: &Db) -> ApiResult<usize> {
             &r.get::<Vec<u8>, _>("value"),
             &aad,
         )?;
-        let (kid, sealed) = db.keys.seal(&plain, &aad);
+        let (kid, sealed) = db.keys.seal(&plain, &aad)?;
         sqlx::query(
             "UPDATE secrets SET key_id = $1, value = $2 WHERE project_id = $3 AND name = $4",
         )

@@ -43,7 +43,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            addr: "127.0.0.1:8700".parse().expect("address"),
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 8700)),
             database_url: None,
             redis_url: None,
             redis_prefix: "promptops".into(),
@@ -113,7 +113,7 @@ impl Server {
             true,
         )?;
         let db = Arc::new(Db::open(target, keys).await?);
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new()?);
         let hub = Arc::new(Hub::new(
             db.clone(),
             metrics.clone(),
