@@ -1024,61 +1024,61 @@ fn step_on<'a>(v: &'a Value, step: &Step) -> R<Option<V<'a>>> {
 #[inline]
 fn lookup<'a>(v: &'a Value, key: &Key) -> Option<V<'a>> {
     let obj = v.as_object()?;
-    let Some(map) = obj.downcast_ref::<ValueMap>() else {
-        if let Some(small) = obj.downcast_ref::<crate::vars::SmallMap>() {
-            return lookup_small(small, key);
-        }
-        return obj.get_value_by_str(&key.name).map(V::O);
-    };
-    let name = &*key.name;
-    // Keys are unique, so the entry at the hinted position, if it is this
-    // key, is the one the full lookup finds.
+    if let Some(map) = obj.downcast_ref::<ValueMap>() {
+        return hinted(key, |i| map.get_index(i), || full_lookup(map, key));
+    }
+    if let Some(map) = obj.downcast_ref::<crate::vars::SmallMap>() {
+        return hinted(
+            key,
+            |i| map.get_index(i),
+            || {
+                let i = map.find_str(&key.name)?;
+                Some((Some(i), map.get_index(i)?.1))
+            },
+        );
+    }
+    obj.get_value_by_str(&key.name).map(V::O)
+}
+
+/// A lookup by name in a map with positions: the entry at the key's hinted
+/// position if it is this key (keys are unique, so it is the one the full
+/// lookup would find), else `full`, whose position (if any) becomes the
+/// new hint.
+#[inline]
+fn hinted<'a>(
+    key: &Key,
+    at: impl Fn(usize) -> Option<(&'a Value, &'a Value)>,
+    full: impl FnOnce() -> Option<(Option<usize>, &'a Value)>,
+) -> Option<V<'a>> {
     let hint = key.hint.load(Ordering::Relaxed) as usize;
-    if let Some((k, found)) = map.get_index(hint)
-        && k.as_str() == Some(name)
+    if let Some((k, found)) = at(hint)
+        && k.as_str() == Some(&*key.name)
         && k.kind() == ValueKind::String
     {
         return Some(V::B(found));
     }
-    // minijinja's own map lookup: a scan over string keys for small maps, a
-    // hashed lookup otherwise.
-    let (i, found) = if map.len() <= 12 {
-        map.iter()
-            .enumerate()
-            .find(|(_, (k, _))| k.as_str() == Some(name) && k.kind() == ValueKind::String)
-            .map(|(i, (_, v))| (i, v))?
-    } else {
-        let (i, k, found) = map.get_full(&key.value)?;
-        if k.kind() != ValueKind::String {
-            // Found through a non-string key equal to the name: fine,
-            // but not hinted (the check above is for string keys).
-            return Some(V::B(found));
-        }
-        (i, found)
-    };
-    if let Ok(i) = u32::try_from(i) {
+    let (i, found) = full()?;
+    if let Some(i) = i.and_then(|i| u32::try_from(i).ok()) {
         key.hint.store(i, Ordering::Relaxed);
     }
     Some(V::B(found))
 }
 
-/// [`lookup`] in a binding's small map, hinted the same way.
-#[inline]
-fn lookup_small<'a>(map: &'a crate::vars::SmallMap, key: &Key) -> Option<V<'a>> {
+/// minijinja's own map lookup: a scan over string keys for small maps, a
+/// hashed lookup otherwise. The position is `None` when the entry was found
+/// through a non-string key equal to the name (fine, but not hinted: the
+/// hint check is for string keys).
+fn full_lookup<'a>(map: &'a ValueMap, key: &Key) -> Option<(Option<usize>, &'a Value)> {
     let name = &*key.name;
-    let hint = key.hint.load(Ordering::Relaxed) as usize;
-    if let Some((k, found)) = map.get_index(hint)
-        && k.as_str() == Some(name)
-        && k.kind() == ValueKind::String
-    {
-        return Some(V::B(found));
+    if map.len() <= 12 {
+        map.iter()
+            .enumerate()
+            .find(|(_, (k, _))| k.as_str() == Some(name) && k.kind() == ValueKind::String)
+            .map(|(i, (_, v))| (Some(i), v))
+    } else {
+        let (i, k, found) = map.get_full(&key.value)?;
+        Some(((k.kind() == ValueKind::String).then_some(i), found))
     }
-    let i = map.find_str(name)?;
-    let (_, found) = map.get_index(i)?;
-    if let Ok(i) = u32::try_from(i) {
-        key.hint.store(i, Ordering::Relaxed);
-    }
-    Some(V::B(found))
 }
 
 /// Item lookup as minijinja's `GetItem` for the keys the subset allows
