@@ -86,7 +86,7 @@ pub struct ClientBuilder {
     #[cfg(feature = "sync")]
     sync_tuning: Option<crate::sync::SyncOptions>,
     #[cfg(feature = "sync")]
-    runtime: Option<tokio::runtime::Handle>,
+    runtime: Option<RuntimeSource>,
     #[cfg(feature = "export")]
     export: crate::export::ExportOptions,
 }
@@ -183,7 +183,21 @@ impl ClientBuilder {
     /// of the client's own).
     #[cfg(feature = "sync")]
     pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
-        self.runtime = Some(handle);
+        self.runtime = Some(RuntimeSource::Handle(handle));
+        self
+    }
+
+    /// Run sync tasks on the runtime `provider` returns, asked each time
+    /// sync starts (at `build`, and again by [`Client::start_sync`] in a
+    /// forked child). A binding that owns one runtime per process, rebuilt
+    /// after `fork()`, passes a provider returning that process's runtime,
+    /// so every client of the process syncs on it.
+    #[cfg(feature = "sync")]
+    pub fn runtime_provider(
+        mut self,
+        provider: impl Fn() -> Result<tokio::runtime::Handle> + Send + Sync + 'static,
+    ) -> Self {
+        self.runtime = Some(RuntimeSource::Provider(Arc::new(provider)));
         self
     }
 
@@ -340,7 +354,36 @@ struct SyncConfig {
     #[cfg(feature = "sync")]
     tuning: Option<crate::sync::SyncOptions>,
     #[cfg(feature = "sync")]
-    runtime: Option<tokio::runtime::Handle>,
+    runtime: Option<RuntimeSource>,
+}
+
+/// Where sync tasks run (see [`ClientBuilder::runtime`] and
+/// [`ClientBuilder::runtime_provider`]).
+#[cfg(feature = "sync")]
+#[derive(Clone)]
+enum RuntimeSource {
+    Handle(tokio::runtime::Handle),
+    Provider(Arc<dyn Fn() -> Result<tokio::runtime::Handle> + Send + Sync>),
+}
+
+#[cfg(feature = "sync")]
+impl std::fmt::Debug for RuntimeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuntimeSource::Handle(h) => f.debug_tuple("Handle").field(h).finish(),
+            RuntimeSource::Provider(_) => f.write_str("Provider(..)"),
+        }
+    }
+}
+
+#[cfg(feature = "sync")]
+impl RuntimeSource {
+    fn handle(&self) -> Result<tokio::runtime::Handle> {
+        match self {
+            RuntimeSource::Handle(h) => Ok(h.clone()),
+            RuntimeSource::Provider(f) => f(),
+        }
+    }
 }
 
 struct Inner {
@@ -497,11 +540,16 @@ impl Client {
             if let Some(old) = slot.take() {
                 old.abandon_after_fork();
             }
+            let handle = cfg
+                .runtime
+                .as_ref()
+                .map(RuntimeSource::handle)
+                .transpose()?;
             *slot = Some(crate::sync::Syncer::start(
                 self.inner.store.clone(),
                 self.inner.status.clone(),
                 opts,
-                cfg.runtime.clone(),
+                handle,
             )?);
             Ok(())
         }

@@ -680,8 +680,8 @@ fn count(
 
 /// The native client. `promptops.Client` subclasses it (adding argument
 /// checks, the restart of live sync in forked children and `aget`). Live
-/// sync runs on the core's own runtime (one thread per client), started by
-/// `build` and restarted by `start_sync`.
+/// sync runs on the module's runtime (`module_runtime`), started by `build`
+/// and restarted by `start_sync` in a forked child.
 #[pyclass(module = "promptops._lowlevel", subclass, frozen)]
 struct Client {
     inner: core::Client,
@@ -801,7 +801,12 @@ impl Client {
                     "startup_wait must be a finite number of seconds >= 0, got {startup_wait}"
                 ))
             })?;
-            let mut b = core::Client::builder().strict(strict).startup_wait(wait);
+            let mut b = core::Client::builder()
+                .strict(strict)
+                .startup_wait(wait)
+                // Every client of the process syncs on the module's runtime
+                // (the forked child's own after a fork).
+                .runtime_provider(|| Ok(module_runtime()?.handle().clone()));
             if let Some(prefix) = redis_prefix {
                 let mut opts = core::sync::SyncOptions::new(project.clone().unwrap_or_default());
                 opts.redis_prefix = prefix;
@@ -1203,7 +1208,7 @@ impl Client {
                 )
                 .into());
             }
-            let rt = call_runtime()?;
+            let rt = module_runtime()?;
             let inner = &self.inner;
             let c = detached(py, || rt.block_on(inner.complete_with(&name, &ctx, &opts)))?;
             Ok(Completion { inner: c })
@@ -1250,7 +1255,7 @@ impl Client {
                 let tx = chunk_tx.lock().unwrap_or_else(|e| e.into_inner());
                 let _ = tx.send(StreamEvent::Chunk(s.to_string()));
             }));
-            let rt = call_runtime()?;
+            let rt = module_runtime()?;
             let client = self.inner.clone();
             let task = rt.spawn(async move {
                 let r = call_guarded(client, name, ctx, opts).await;
@@ -1332,7 +1337,7 @@ impl Client {
                 }));
             }
             let on_done: Py<PyAny> = on_done.unbind();
-            let rt = call_runtime()?;
+            let rt = module_runtime()?;
             let client = self.inner.clone();
             let task = rt.spawn(async move {
                 let r = call_guarded(client, name, ctx, opts).await;
@@ -2072,16 +2077,17 @@ impl Decision {
 // Provider calls: complete, stream
 // ---------------------------------------------------------------------------
 
-/// The module's tokio runtime for provider calls, and the id of the process
-/// that built it. A forked child (gunicorn/uvicorn workers) has none of the
-/// parent's runtime threads: it builds its own on first use, and the
-/// parent's is leaked there (dropping it would wait on threads that do not
-/// exist). Runtimes are leaked on purpose: one per process, alive until exit.
-static CALL_RUNTIME: Mutex<Option<(u32, &'static tokio::runtime::Runtime)>> = Mutex::new(None);
+/// The module's tokio runtime (live sync of every client, provider calls),
+/// and the id of the process that built it. A forked child (gunicorn/uvicorn
+/// workers) has none of the parent's runtime threads: it builds its own on
+/// first use, and the parent's is leaked there (dropping it would wait on
+/// threads that do not exist). Runtimes are leaked on purpose: one per
+/// process, alive until exit.
+static MODULE_RUNTIME: Mutex<Option<(u32, &'static tokio::runtime::Runtime)>> = Mutex::new(None);
 
-fn call_runtime() -> core::Result<&'static tokio::runtime::Runtime> {
+fn module_runtime() -> core::Result<&'static tokio::runtime::Runtime> {
     let pid = std::process::id();
-    let mut slot = CALL_RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut slot = MODULE_RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((built_by, rt)) = *slot
         && built_by == pid
     {
@@ -2089,10 +2095,10 @@ fn call_runtime() -> core::Result<&'static tokio::runtime::Runtime> {
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .thread_name("promptops-calls")
+        .thread_name("promptops")
         .enable_all()
         .build()
-        .map_err(|e| core::Error::Config(format!("cannot start the provider-call runtime: {e}")))?;
+        .map_err(|e| core::Error::Config(format!("cannot start the promptops runtime: {e}")))?;
     let rt: &'static tokio::runtime::Runtime = Box::leak(Box::new(rt));
     *slot = Some((pid, rt));
     Ok(rt)

@@ -287,3 +287,41 @@ def test_on_status_callback_errors_stay_in_python(monkeypatch: pytest.MonkeyPatc
         pass
     assert client.status == "off"
     assert any(isinstance(e, ValueError) and str(e) == "boom off" for e in seen), seen
+
+
+def _native_threads() -> List[str]:
+    """Names of this process's OS threads (Linux)."""
+    names = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except OSError:
+            pass  # the thread ended meanwhile
+    return names
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_clients_share_the_module_runtime(registry: Registry) -> None:
+    # Live sync of every client runs on the one runtime the module owns:
+    # more clients, no more threads.
+    first = registry.client(startup_wait=5)
+    clients = [first]
+    try:
+        before = _native_threads()
+        for _ in range(4):
+            clients.append(registry.client(startup_wait=5))
+        for c in clients:
+            assert c.status == "valid"
+            assert c.get(NAME).render(VARS).messages
+        after = _native_threads()
+        assert "promptops-sync" not in after, after
+        # (the runtime may add a blocking-pool thread, never one per client)
+        assert after.count("promptops") - before.count("promptops") < 4, (before, after)
+        assert len(after) - len(before) < 4, (before, after)
+        # and a publish still reaches every client
+        v = registry.publish("Hello from the shared runtime, {{ company }}.", ["staging"])
+        for c in clients:
+            wait_for(lambda: staging_version(c) == v, 10, "the publish to reach a client")
+    finally:
+        for c in clients:
+            c.close()
