@@ -80,10 +80,11 @@ export declare class NativeClient {
    */
   estimateCost(model: string, inputTokens: number, outputTokens: number): number | null
   /**
-   * Route `name` (sticky `key`, `label`): the decision and the prompt
-   * rendered for the chosen target (`Client::route_with`).
+   * Route `name` (sticky `key`, `label`, telemetry `attributes`) with
+   * the variables encoded as for rendering (`encode.js`): the decision
+   * and the prompt rendered for the chosen target (`Client::route_with`).
    */
-  route(name: string, vars: unknown, key?: string | undefined | null, label?: string | undefined | null, attributes?: Record<string, string> | undefined | null): NativeRouted
+  route(name: string, text: string, ops: Float64Array, n: number, oneByte: boolean, key?: string | undefined | null, label?: string | undefined | null, attributes?: Record<string, string> | undefined | null): NativeRouted
   /**
    * Feed the outcome of a call back (`Client::record` /
    * `Client::record_target` when `target`, a target id, is given).
@@ -180,8 +181,12 @@ export declare class NativePrompt {
  * decision object `index.js` builds from it.
  */
 export declare class NativeRouted {
-  /** The decision as a plain object (camelCase fields). */
-  info(): Record<string, unknown>
+  /**
+   * The decision as JSON text (camelCase fields), for `JSON.parse`:
+   * building the object through N-API costs several times more (one
+   * call per property and value; see BENCHMARKS-node.md).
+   */
+  infoJson(): string
 }
 
 /**

@@ -563,13 +563,26 @@ class Client extends EventEmitter {
       label = options.label ?? undefined;
       attributes = attributesOf(options.attributes);
     }
-    const routed = this.#native.route(
-      String(name),
-      vars ?? {},
-      key === undefined ? undefined : String(key),
-      label === undefined ? undefined : String(label),
-      attributes,
-    );
+    // The variables cross as for `render` (encode.js): one string and one
+    // typed array instead of a walk of the object through N-API.
+    const enc = encoder.acquire();
+    let routed;
+    try {
+      const n = enc.encode(vars);
+      const text = enc.text;
+      routed = this.#native.route(
+        String(name),
+        text,
+        enc.ops,
+        n,
+        !NOT_LATIN1.test(text),
+        key === undefined ? undefined : String(key),
+        label === undefined ? undefined : String(label),
+        attributes,
+      );
+    } finally {
+      encoder.release(enc);
+    }
     return decisionOf(routed);
   }
 
@@ -877,7 +890,7 @@ const ROUTED = Symbol('promptops.routed');
 
 /** The decision object `client.route` returns (a frozen plain object). */
 function decisionOf(routed) {
-  const d = routed.info();
+  const d = JSON.parse(routed.infoJson());
   const out = {
     target: Object.freeze(d.target),
     reason: d.reason,

@@ -2095,21 +2095,29 @@ impl NativeClient {
         )
     }
 
-    /// Route `name` (sticky `key`, `label`): the decision and the prompt
-    /// rendered for the chosen target (`Client::route_with`).
-    #[napi(catch_unwind)]
+    /// Route `name` (sticky `key`, `label`, telemetry `attributes`) with
+    /// the variables encoded as for rendering (`encode.js`): the decision
+    /// and the prompt rendered for the chosen target (`Client::route_with`).
+    #[napi(
+        catch_unwind,
+        ts_args_type = "name: string, text: string, ops: Float64Array, n: number, oneByte: boolean, key?: string | undefined | null, label?: string | undefined | null, attributes?: Record<string, string> | undefined | null"
+    )]
+    #[allow(clippy::too_many_arguments)]
     pub fn route(
         &self,
         env: Env,
         name: String,
-        vars: Unknown<'_>,
+        text: Unknown<'_>,
+        ops: Unknown<'_>,
+        n: u32,
+        one_byte: bool,
         key: Option<String>,
         label: Option<String>,
         attributes: Option<std::collections::HashMap<String, String>>,
     ) -> Result<NativeRouted> {
         self.check_open(&env)?;
         let raw = env.raw();
-        let vars = vars_from_js(raw, &name, vars.raw())?;
+        let vars = vars_from_encoded(raw, &name, text.raw(), ops.raw(), n, one_byte)?;
         let mut attributes: Vec<(String, String)> =
             attributes.unwrap_or_default().into_iter().collect();
         attributes.sort();
@@ -2506,19 +2514,94 @@ pub struct NativeRouted {
 
 #[napi]
 impl NativeRouted {
-    /// The decision as a plain object (camelCase fields).
-    #[napi(catch_unwind, ts_return_type = "Record<string, unknown>")]
-    pub fn info(&self, env: Env) -> Result<Unknown<'static>> {
-        let raw = env.raw();
+    /// The decision as JSON text (camelCase fields, the shape of
+    /// `decision_json` plus `text`, `messages` and `config`), for
+    /// `JSON.parse`: building the object through N-API costs several times
+    /// more (one call per property and value; see BENCHMARKS-node.md).
+    #[napi(catch_unwind)]
+    pub fn info_json(&self) -> Result<String> {
+        let d = &self.routed.decision;
         let r = &self.routed.rendered;
-        let mut v = decision_json(&self.routed.decision);
-        if let serde_json::Value::Object(m) = &mut v {
-            m.insert("text".into(), to_json(&r.text));
-            m.insert("messages".into(), to_json(&r.messages));
-            m.insert("config".into(), to_json(&*r.config));
-        }
-        Ok(unknown(raw, json_to_js(raw, &v)?))
+        let info = DecisionInfo {
+            policy_id: d.policy_id(),
+            strategy: d.strategy.as_str(),
+            target: TargetInfo::of(d.target()),
+            fallbacks: d.fallbacks().map(TargetInfo::of).collect(),
+            bucket: d.bucket,
+            reason: &d.reason,
+            estimate: d.estimate.as_ref().map(|e| EstimateInfo {
+                input_tokens: e.input_tokens,
+                exact: e.exact,
+                output_tokens: e.output_tokens,
+                predicted_cost_usd: e.predicted_cost_usd,
+                context_window: e.context_window,
+                fits: e.fits,
+            }),
+            skipped: &d.skipped,
+            prompt: d.prompt.as_deref(),
+            version: d.version,
+            label: d.label.as_deref(),
+            variant: d.variant.as_deref(),
+            text: r.text.as_deref(),
+            messages: r.messages.as_deref(),
+            config: &r.config,
+        };
+        serde_json::to_string(&info).map_err(|e| napi::Error::from_reason(e.to_string()))
     }
+}
+
+/// `NativeRouted::info_json`'s document, serialised straight from the
+/// decision (no intermediate `serde_json::Value`).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DecisionInfo<'a> {
+    policy_id: &'a str,
+    strategy: &'static str,
+    target: TargetInfo<'a>,
+    fallbacks: Vec<TargetInfo<'a>>,
+    bucket: Option<u32>,
+    reason: &'a str,
+    estimate: Option<EstimateInfo>,
+    skipped: &'a [po::route::Skipped],
+    prompt: Option<&'a str>,
+    version: Option<u32>,
+    label: Option<&'a str>,
+    variant: Option<&'a str>,
+    text: Option<&'a str>,
+    messages: Option<&'a [Message]>,
+    config: &'a po::ModelConfig,
+}
+
+#[derive(serde::Serialize)]
+struct TargetInfo<'a> {
+    id: &'a str,
+    provider: &'a str,
+    model: &'a str,
+    variant: Option<&'a str>,
+    version: Option<u32>,
+}
+
+impl<'a> TargetInfo<'a> {
+    fn of(t: &'a po::route::Target) -> Self {
+        TargetInfo {
+            id: &t.id,
+            provider: &t.provider,
+            model: &t.model,
+            variant: t.variant.as_deref(),
+            version: t.version,
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EstimateInfo {
+    input_tokens: u64,
+    exact: bool,
+    output_tokens: u64,
+    predicted_cost_usd: f64,
+    context_window: Option<u64>,
+    fits: bool,
 }
 
 /// A routing decision as a plain object (camelCase fields).
