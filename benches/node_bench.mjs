@@ -5,6 +5,9 @@
 //
 //   node benches/node_bench.mjs            # builds the addon in release mode first
 //   PROMPTOPS_NODE_ADDON=/path/x.node node benches/node_bench.mjs   # use a built addon
+//   BENCH_ONLY=R node benches/node_bench.mjs   # only some case groups (comma-separated:
+//                                              # T1, T2, B, K, R = routing); no cold starts
+//                                              # unless BENCH_COLD_RUNS is set
 //
 // Methodology follows the workload's BASELINE.md: every throughput case is
 // timed in 5 batches of about 0.5 s, each after a 0.2 s warm-up, in several
@@ -30,7 +33,8 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS || 3);
 const BATCHES = Number(process.env.BENCH_BATCHES || 5);
 const BATCH_S = Number(process.env.BENCH_BATCH_S || 0.5);
 const WARMUP_S = 0.2;
-const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS || 10);
+const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((g) => g.trim())) : null;
+const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS || (ONLY ? 0 : 10));
 
 const read = (f) => fs.readFileSync(path.join(WORKLOAD, f), 'utf8');
 
@@ -73,10 +77,24 @@ function setup() {
       prompts: [
         { name: 'bench/t1', versions: version(t1), labels: { production: 1 } },
         { name: 'bench/t2', versions: version(t2), labels: { production: 1 } },
+        {
+          // T1 with a routing policy (issue 7: decision overhead), as in python_bench.py.
+          name: 'bench/t1_routed',
+          versions: version(t1),
+          labels: { production: 1 },
+          policy: {
+            strategy: 'weighted',
+            targets: [
+              { id: 'a', provider: 'openai', model: 'gpt-4o-mini', weight: 70 },
+              { id: 'b', provider: 'anthropic', model: 'claude-haiku-4-5', weight: 30 },
+            ],
+          },
+        },
       ],
     }),
   );
   const client = new promptops.Client({ bundle });
+  const routeOpts = { routeKey: 'user-42' };
   const p2 = client.get('bench/t2');
   const n2 = p2[Object.getOwnPropertySymbols(p2)[0]]; // the native prompt
 
@@ -132,6 +150,9 @@ function setup() {
     // seen (these run last: the cache size is per encoding module).
     ['K', 'gpt-tokenizer', '4.0.0', 'cl100k_base countTokens, no merge cache', noCache(gptCl, corpus), expectedTokens.cl100k_base],
     ['K', 'gpt-tokenizer', '4.0.0', 'o200k_base countTokens, no merge cache', noCache(gptO2, corpus), expectedTokens.o200k_base],
+    // Routing: the decision object (frozen, with the rendered text) of a
+    // 2-target weighted policy on T1, sticky by key.
+    ['R', 'promptops', 'addon', 'route (decision + T1 render)', () => client.route('bench/t1_routed', t1v, routeOpts).text, t1e],
   ];
   const profile = () => {
     // Phases of the T2 render inside the addon: [decode vars, core render, JS string].
@@ -184,6 +205,7 @@ function worker() {
   const { cases, profile } = setup();
   const out = { batches: {}, checks: {}, profile: null };
   for (const [group, lib, ver, name, fn, expect] of cases) {
+    if (ONLY && !ONLY.has(group)) continue;
     const key = `${group}|${lib}|${ver}|${name}`;
     const got = fn();
     out.checks[key] = expect === null ? 'n/a' : got === expect ? 'ok' : `MISMATCH`;
@@ -191,7 +213,7 @@ function worker() {
     out.batches[key] = [];
     for (let b = 0; b < BATCHES; b++) out.batches[key].push(timeBatch(fn, BATCH_S));
   }
-  out.profile = profile();
+  if (!ONLY || ONLY.has('B')) out.profile = profile();
   process.stdout.write(JSON.stringify(out));
 }
 
@@ -336,7 +358,7 @@ function main() {
     rows.push({ group, lib, ver, name, med, min: batches[0].rate, max: batches[batches.length - 1].rate, us: 1e6 / med.rate, check: checks });
   }
   const byName = (g, lib) => rows.find((r) => r.group === g && r.lib === lib);
-  const prof = {
+  const prof = runs[0].profile && {
     encodeNs: median(runs.map((r) => r.profile.encodeNs)),
     decodeNs: median(runs.map((r) => r.profile.decodeNs)),
     renderNs: median(runs.map((r) => r.profile.renderNs)),
@@ -345,11 +367,12 @@ function main() {
   };
 
   const L = [];
-  const cmd = `node benches/node_bench.mjs${process.env.PROMPTOPS_NODE_ADDON ? ' (PROMPTOPS_NODE_ADDON set)' : ''}`;
+  const cmd = `${ONLY ? `BENCH_ONLY=${[...ONLY].join(',')} ` : ''}node benches/node_bench.mjs${process.env.PROMPTOPS_NODE_ADDON ? ' (PROMPTOPS_NODE_ADDON set)' : ''}`;
   L.push(`Command: \`${cmd}\` (BENCH_ROUNDS=${ROUNDS}, ${BATCHES} batches × ${BATCH_S} s after ${WARMUP_S} s warm-up per case and round; ${COLD_RUNS} cold starts per case).`);
   L.push(`Run started ${started.toISOString().replace('T', ' ').slice(0, 16)} UTC; node ${process.version}; ${os.cpus().length} CPUs (${os.cpus()[0].model}); load average at start ${load0.map((x) => x.toFixed(2)).join(' ')}, at end ${load1.map((x) => x.toFixed(2)).join(' ')}.`);
   L.push('');
   const table = (group, title, extra) => {
+    if (!rows.some((r) => r.group === group)) return;
     L.push(`### ${title}`);
     L.push('');
     L.push(`| library | version | case | ops/s median | ops/s min – max | mean µs/op | cpu/wall | check |${extra ? ' vs promptops |' : ''}`);
@@ -364,36 +387,54 @@ function main() {
   table('T1', 'T1 (simple: 59-word text, 3 variables)', true);
   table('T2', 'T2 (rag: 427-word template, 10 chunks, if/else; 7,841 chars out)', true);
   table('B', 'Where the time goes (promptops, T2)', false);
-  L.push(`Inside one T2 render (means over 100,000 renders, median of the rounds; the Rust phases scaled by the profile run's CPU share, ${fmt(prof.share)}): encode the variables in JS ${fmt(prof.encodeNs / 1000)} µs; decode them in Rust (one copy of the text, Latin-1 here, one typed array, strings built, maps and lists as views into one tree) ${fmt(prof.decodeNs / 1000)} µs; core render (minijinja, fuel and output limits on) ${fmt(prof.renderNs / 1000)} µs; the output back as a JS string ${fmt(prof.toJsNs / 1000)} µs. The rest of \`get + render\` is the N-API call itself, the \`get\` map lookup and the \`Rendered\` object.`);
-  L.push('');
-  L.push('### Token counting (corpus.txt, 20,253 bytes)');
-  L.push('');
-  L.push('| library | version | case | ops/s median | ops/s min – max | mean µs/op | cpu/wall | M tokens/s | check | promptops vs this |');
-  L.push('|---|---|---|---:|---:|---:|---:|---:|---|---:|');
-  for (const r of rows.filter((x) => x.group === 'K')) {
-    const enc = r.name.split(' ')[0];
-    const tokens = enc === 'cl100k_base' ? 4692 : 4681;
-    const ours = rows.find((x) => x.group === 'K' && x.lib === 'promptops' && x.name.startsWith(enc));
-    const ratio = r.lib === 'promptops' ? '—' : `${(ours.med.rate / r.med.rate).toFixed(2)}×`;
-    L.push(`| ${r.lib} | ${r.ver} | ${r.name} | ${fmt(r.med.rate, 0)} | ${fmt(r.min, 0)} – ${fmt(r.max, 0)} | ${fmt(r.us)} | ${r.med.cpu.toFixed(2)} | ${((r.med.rate * tokens) / 1e6).toFixed(2)} | ${r.check} | ${ratio} |`);
-  }
-  L.push('');
-  L.push(`### Cold start (fresh process each, ${COLD_RUNS} runs per case, median [min – max] ms)`);
-  L.push('');
-  L.push('| case | require ms | require + init + first op ms | whole process ms |');
-  L.push('|---|---:|---:|---:|');
-  for (const [name, c] of Object.entries(cold)) {
-    const cell = (xs) => `${fmt(median(xs))} [${fmt(Math.min(...xs))} – ${fmt(Math.max(...xs))}]`;
-    L.push(`| ${name} | ${cell(c.req)} | ${cell(c.first)} | ${cell(c.whole)} |`);
-  }
-  L.push('');
-  L.push("'first op': promptops: `new Client({ bundle })` + `get` + render T2 (+ the first `countTokens`, which loads the o200k_base tables, in the second row); handlebars: compile + render T2; tokenizers: build the encoder + count \"hello world\".");
-  const t2p = byName('T2', 'promptops');
-  const t2h = byName('T2', 'handlebars');
-  const t1p = byName('T1', 'promptops');
-  L.push('');
-  L.push(`Summary: T2 get+render ${fmt(t2p.us)} µs vs handlebars ${fmt(t2h.us)} µs (${(t2h.us / t2p.us).toFixed(2)}× handlebars' speed); T1 get+render ${fmt(t1p.us)} µs.`);
+  if (prof) L.push(`Inside one T2 render (means over 100,000 renders, median of the rounds; the Rust phases scaled by the profile run's CPU share, ${fmt(prof.share)}): encode the variables in JS ${fmt(prof.encodeNs / 1000)} µs; decode them in Rust (one copy of the text, Latin-1 here, one typed array, strings built, maps and lists as views into one tree) ${fmt(prof.decodeNs / 1000)} µs; core render (minijinja, fuel and output limits on) ${fmt(prof.renderNs / 1000)} µs; the output back as a JS string ${fmt(prof.toJsNs / 1000)} µs. The rest of \`get + render\` is the N-API call itself, the \`get\` map lookup and the \`Rendered\` object.`);
+  if (prof) L.push('');
+  table('R', 'Routing (issue 7: decision overhead; `client.route(name, vars, { routeKey })` on T1, 2-target weighted policy)', false);
+  if (rows.some((r) => r.group === 'K')) tokenTable();
+  if (COLD_RUNS > 0) coldTable();
+  summary();
   process.stdout.write(`${L.join('\n')}\n`);
+
+  function tokenTable() {
+    L.push('### Token counting (corpus.txt, 20,253 bytes)');
+    L.push('');
+    L.push('| library | version | case | ops/s median | ops/s min – max | mean µs/op | cpu/wall | M tokens/s | check | promptops vs this |');
+    L.push('|---|---|---|---:|---:|---:|---:|---:|---|---:|');
+    for (const r of rows.filter((x) => x.group === 'K')) {
+      const enc = r.name.split(' ')[0];
+      const tokens = enc === 'cl100k_base' ? 4692 : 4681;
+      const ours = rows.find((x) => x.group === 'K' && x.lib === 'promptops' && x.name.startsWith(enc));
+      const ratio = r.lib === 'promptops' ? '—' : `${(ours.med.rate / r.med.rate).toFixed(2)}×`;
+      L.push(`| ${r.lib} | ${r.ver} | ${r.name} | ${fmt(r.med.rate, 0)} | ${fmt(r.min, 0)} – ${fmt(r.max, 0)} | ${fmt(r.us)} | ${r.med.cpu.toFixed(2)} | ${((r.med.rate * tokens) / 1e6).toFixed(2)} | ${r.check} | ${ratio} |`);
+    }
+    L.push('');
+  }
+
+  function coldTable() {
+    L.push(`### Cold start (fresh process each, ${COLD_RUNS} runs per case, median [min – max] ms)`);
+    L.push('');
+    L.push('| case | require ms | require + init + first op ms | whole process ms |');
+    L.push('|---|---:|---:|---:|');
+    for (const [name, c] of Object.entries(cold)) {
+      const cell = (xs) => `${fmt(median(xs))} [${fmt(Math.min(...xs))} – ${fmt(Math.max(...xs))}]`;
+      L.push(`| ${name} | ${cell(c.req)} | ${cell(c.first)} | ${cell(c.whole)} |`);
+    }
+    L.push('');
+    L.push("'first op': promptops: `new Client({ bundle })` + `get` + render T2 (+ the first `countTokens`, which loads the o200k_base tables, in the second row); handlebars: compile + render T2; tokenizers: build the encoder + count \"hello world\".");
+    L.push('');
+  }
+
+  function summary() {
+    const t2p = byName('T2', 'promptops');
+    const t2h = byName('T2', 'handlebars');
+    const t1p = byName('T1', 'promptops');
+    const rp = byName('R', 'promptops');
+    const parts = [];
+    if (t2p && t2h) parts.push(`T2 get+render ${fmt(t2p.us)} µs vs handlebars ${fmt(t2h.us)} µs (${(t2h.us / t2p.us).toFixed(2)}× handlebars' speed)`);
+    if (t1p) parts.push(`T1 get+render ${fmt(t1p.us)} µs`);
+    if (rp) parts.push(`route (decision + T1 render) ${fmt(rp.us)} µs`);
+    L.push(`Summary: ${parts.join('; ')}.`);
+  }
 }
 
 if (process.argv[2] === '--worker') worker();

@@ -80,10 +80,11 @@ export declare class NativeClient {
    */
   estimateCost(model: string, inputTokens: number, outputTokens: number): number | null
   /**
-   * Route `name` (sticky `key`, `label`): the decision and the prompt
-   * rendered for the chosen target (`Client::route_with`).
+   * Route `name` (sticky `key`, `label`, telemetry `attributes`) with
+   * the variables encoded as for rendering (`encode.js`): the decision
+   * and the prompt rendered for the chosen target (`Client::route_with`).
    */
-  route(name: string, vars: unknown, key?: string | undefined | null, label?: string | undefined | null): NativeRouted
+  route(name: string, text: string, ops: Float64Array, n: number, oneByte: boolean, key?: string | undefined | null, label?: string | undefined | null, attributes?: Record<string, string> | undefined | null): NativeRouted
   /**
    * Feed the outcome of a call back (`Client::record` /
    * `Client::record_target` when `target`, a target id, is given).
@@ -104,6 +105,24 @@ export declare class NativeClient {
    * telemetry is off).
    */
   metricsText(): string | null
+  /**
+   * Export telemetry now (upload, OTLP) on the libuv thread pool, waiting
+   * at most `timeoutMs` (default 5000); resolves to whether the round
+   * finished in time (`false` without an exporter).
+   */
+  flushTelemetry(timeoutMs?: number | undefined | null): Promise<boolean>
+  /** The telemetry counters (`null` when telemetry is off). */
+  telemetryStats(): TelemetryStats | null
+  /**
+   * The model catalogue of the current snapshot, as plain objects
+   * (camelCase fields, `null` for what is not set).
+   */
+  models(): Array<Record<string, unknown>>
+  /**
+   * The price this client uses for `model` (the catalogue's over the
+   * built-in table); `UnknownModelError` when it has none.
+   */
+  modelPrice(model: string): Record<string, unknown>
 }
 
 /** The native prompt. Use `Prompt` from `promptops` instead. */
@@ -162,8 +181,12 @@ export declare class NativePrompt {
  * decision object `index.js` builds from it.
  */
 export declare class NativeRouted {
-  /** The decision as a plain object (camelCase fields). */
-  info(): Record<string, unknown>
+  /**
+   * The decision as JSON text (camelCase fields), for `JSON.parse`:
+   * building the object through N-API costs several times more (one
+   * call per property and value; see BENCHMARKS-node.md).
+   */
+  infoJson(): string
 }
 
 /**
@@ -239,6 +262,30 @@ export interface ClientOptions {
   providers?: Record<string, ProviderOptions>
   /** Default settings of `complete` and `stream`. */
   call?: CallSettings
+  /**
+   * Upload telemetry batches to `server` (default true; needs
+   * `telemetry`).
+   */
+  telemetryUpload?: boolean
+  /**
+   * Upload to this URL instead (a gateway; `/v1/telemetry` is
+   * appended), also without a `server`.
+   */
+  telemetryUploadUrl?: string
+  /** Milliseconds between export rounds (default 10,000). */
+  telemetryIntervalMs?: number
+  /** Events per upload request (default 1000). */
+  telemetryMaxBatch?: number
+  /**
+   * Longest `close()` waits for the last export round, in ms (default
+   * 5000).
+   */
+  telemetryFlushTimeoutMs?: number
+  /**
+   * OTLP/HTTP JSON export of metrics and spans (GenAI semantic
+   * conventions).
+   */
+  otlp?: OtlpOptions
 }
 
 /** Per-call settings (`client.complete` / `client.stream` options). */
@@ -276,6 +323,44 @@ export interface InputTokens {
 
 /** Build a client, reading its sources synchronously. */
 export declare function openClient(options?: ClientOptions | undefined | null): NativeClient
+
+/** OTLP/HTTP JSON export settings (`otlp: 'http://…'` is `{ endpoint }`). */
+export interface OtlpOptions {
+  /**
+   * The collector's base URL; `/v1/metrics` and `/v1/traces` are
+   * appended.
+   */
+  endpoint: string
+  /** Request headers (auth); values are treated as secrets. */
+  headers?: Record<string, string>
+  /** `service.name` of the resource (default `promptops-app`). */
+  serviceName?: string
+  /** Request timeout in ms (default 10,000). */
+  timeoutMs?: number
+  /** Spans held between exports (default 2048). */
+  maxSpans?: number
+  /** Spans per request (default 512). */
+  maxSpansPerRequest?: number
+  /** Distinct metric attribute sets kept (default 2000). */
+  maxSeries?: number
+  /** Export metrics (default true). */
+  metrics?: boolean
+  /** Export one span per call (default true). */
+  traces?: boolean
+}
+
+/** The OTLP exporter's counters. */
+export interface OtlpStats {
+  spansExported: number
+  /** Dropped because the span queue was full. */
+  spansDropped: number
+  /** In requests that failed. */
+  spansFailed: number
+  metricExports: number
+  metricExportsFailed: number
+  /** Metric observations dropped at the series limit. */
+  droppedPoints: number
+}
 
 /**
  * The outcome of one call (`client.record`): `ok` (default: no
@@ -368,6 +453,22 @@ export interface TelemetryOptions {
   keepEvents?: boolean
   /** Mask e-mail addresses and runs of 7+ digits in recorded events. */
   maskPii?: boolean
+}
+
+/** Telemetry counters (`client.telemetryStats()`). */
+export interface TelemetryStats {
+  /** Events accepted into the record queue. */
+  recorded: number
+  /** Dropped because the record queue was full. */
+  droppedQueueFull: number
+  /** Dropped from the export buffer before they could be uploaded. */
+  droppedExportFull: number
+  /** In uploads that failed. */
+  droppedUploadFailed: number
+  /** Waiting for the next upload. */
+  pending: number
+  /** The OTLP exporter's counters (`null` without OTLP). */
+  otlp?: OtlpStats
 }
 
 /** A token count and how it was obtained. */

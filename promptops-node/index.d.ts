@@ -59,6 +59,111 @@ export interface ClientOptions {
   providers?: Record<string, ProviderOptions>;
   /** Default settings of `complete` and `stream`. */
   call?: CallSettings;
+  /**
+   * Upload telemetry batches to `server` (`POST /v1/telemetry`) in the
+   * background (default `true` with `telemetry` and a `server`).
+   */
+  telemetryUpload?: boolean;
+  /** Upload to this URL instead (a gateway; `/v1/telemetry` is appended), also without a `server`. */
+  telemetryUploadUrl?: string | URL;
+  /** Milliseconds between export rounds (default 10,000). */
+  telemetryIntervalMs?: number;
+  /** Events per upload request (default 1000). */
+  telemetryMaxBatch?: number;
+  /**
+   * Longest `close()` waits, blocking, for the last export round, in ms
+   * (default 5000). `await client.flushTelemetry()` first to wait off the
+   * event loop.
+   */
+  telemetryFlushTimeoutMs?: number;
+  /**
+   * Export metrics and spans over OTLP/HTTP JSON (OpenTelemetry GenAI
+   * semantic conventions): the collector's base URL, or options.
+   */
+  otlp?: string | URL | OtlpOptions;
+}
+
+/** OTLP/HTTP JSON export (`/v1/metrics` and `/v1/traces` are appended to `endpoint`). */
+export interface OtlpOptions {
+  /** The collector's base URL, e.g. `http://127.0.0.1:4318`. */
+  endpoint: string | URL;
+  /** Request headers (auth); values are secrets, never shown in errors. */
+  headers?: Record<string, string>;
+  /** `service.name` of the resource (default `promptops-app`). */
+  serviceName?: string;
+  /** Request timeout in ms (default 10,000). */
+  timeoutMs?: number;
+  /** Spans held between exports (default 2048); more are dropped and counted. */
+  maxSpans?: number;
+  /** Spans per request (default 512). */
+  maxSpansPerRequest?: number;
+  /** Distinct metric attribute sets kept (default 2000); beyond, observations are counted in `droppedPoints`. */
+  maxSeries?: number;
+  /** Export metrics (default `true`). */
+  metrics?: boolean;
+  /** Export one span per call (default `true`). */
+  traces?: boolean;
+}
+
+/** What telemetry recorded and dropped (`client.telemetryStats()`). */
+export interface TelemetryStats {
+  /** Events accepted into the record queue. */
+  recorded: number;
+  /** Dropped because the record queue was full. */
+  droppedQueueFull: number;
+  /** Dropped from the export buffer before they could be uploaded. */
+  droppedExportFull: number;
+  /** In uploads that failed. */
+  droppedUploadFailed: number;
+  /** Waiting for the next upload. */
+  pending: number;
+  /** The OTLP exporter's counters; `null` without `otlp`. */
+  otlp: OtlpStats | null;
+}
+
+/** The OTLP exporter's counters. */
+export interface OtlpStats {
+  spansExported: number;
+  /** Dropped because the span queue was full. */
+  spansDropped: number;
+  /** In requests that failed. */
+  spansFailed: number;
+  metricExports: number;
+  metricExportsFailed: number;
+  /** Metric observations dropped at the series limit. */
+  droppedPoints: number;
+}
+
+/** One model of the project's catalogue (`client.models()`); prices in USD per million tokens. */
+export interface ModelEntry {
+  model: string;
+  provider: string;
+  contextWindow: number | null;
+  maxOutputTokens: number | null;
+  inputPerMtok: number;
+  outputPerMtok: number;
+  cachedInputPerMtok: number | null;
+  /** `false`: routing never picks the model. */
+  enabled: boolean;
+  /** API base of an OpenAI-compatible server (`null`: the provider's). */
+  baseUrl: string | null;
+  health: {
+    /** `unavailable`: the registry's last health check failed; routing skips the model. */
+    status: 'unknown' | 'healthy' | 'unavailable';
+    /** RFC 3339 time of that check. */
+    checkedAt: string | null;
+    error: string | null;
+  };
+}
+
+/** A model's price as a client uses it (`client.modelPrice(model)`), USD per million tokens. */
+export interface ModelPrice {
+  provider: string;
+  model: string;
+  inputPerMtok: number;
+  outputPerMtok: number;
+  cachedInputPerMtok: number | null;
+  contextWindow: number | null;
 }
 
 /** Where a provider is served. Keys are never logged nor put in errors. */
@@ -93,8 +198,6 @@ export interface CallSettings {
 
 /** Options of `client.complete(…)` and `client.stream(…)`. */
 export interface CompleteOptions extends RouteOptions, Omit<CallSettings, 'connectTimeoutMs'> {
-  /** Caller attributes attached to telemetry events (masked on export). */
-  attributes?: Record<string, string>;
   /** Cancels the call: the promise rejects with `signal.reason`. */
   signal?: AbortSignal;
   /** `complete` only: streams the answer, calling this with each text chunk. */
@@ -175,7 +278,11 @@ export interface TelemetryOptions {
   exportCapacity?: number;
   /** Keep events for upload at all (default true; `false`: metrics only). */
   keepEvents?: boolean;
-  /** Mask e-mail addresses and runs of 7+ digits in recorded events. */
+  /**
+   * Mask e-mail addresses and runs of 7+ digits (phone, card, account
+   * numbers) in events. Default: masked when telemetry leaves the process
+   * (upload, OTLP); `false` sends events as recorded.
+   */
   maskPii?: boolean;
 }
 
@@ -185,6 +292,8 @@ export interface RouteOptions {
   routeKey?: string;
   /** The label to look the prompt up under (default: the client's). */
   label?: string;
+  /** Caller attributes attached to telemetry events (masked on export). */
+  attributes?: Record<string, string>;
 }
 
 /** One candidate of a routing policy. */
@@ -443,8 +552,12 @@ export declare class Client extends EventEmitter {
   apply(snapshot: string | object): ApplyResult;
   /** `apply` on the libuv thread pool (the event loop is not held while a large snapshot compiles). */
   applyAsync(snapshot: string | object): Promise<ApplyResult>;
-  /** Estimated cost in USD with this client's prices. */
+  /** Estimated cost in USD with this client's prices (the model catalogue's over the built-in table). */
   estimateCost(model: string, inputTokens: number, outputTokens?: number): number | null;
+  /** The price this client uses for `model`; throws `UnknownModelError` when it has none. */
+  modelPrice(model: string): ModelPrice;
+  /** The project's model catalogue, delivered with the snapshot (empty without one). */
+  models(): ModelEntry[];
   /**
    * Route `name`: the prompt's routing policy (or its config's model) picks
    * provider, model, variant and version; the prompt is rendered for it.
@@ -471,7 +584,20 @@ export declare class Client extends EventEmitter {
   stream(name: string, vars?: Record<string, unknown> | null, options?: Omit<CompleteOptions, 'onChunk' | 'stream'>): CompletionStream;
   /** Telemetry metrics in Prometheus text format; `null` without `telemetry`. */
   metricsText(): string | null;
-  /** Stop live delivery and change events, and refuse further lookups. */
+  /**
+   * Export telemetry now (upload, OTLP), waiting at most `timeoutMs`
+   * (default 5000) off the event loop. `true` when the round finished in
+   * time (failed requests are counted in `telemetryStats()`); `false`
+   * without an exporter or on timeout.
+   */
+  flushTelemetry(options?: { timeoutMs?: number }): Promise<boolean>;
+  /** What telemetry recorded and dropped; `null` without `telemetry`. */
+  telemetryStats(): TelemetryStats | null;
+  /**
+   * Stop live delivery, telemetry export and change events, and refuse
+   * further lookups. A last export round runs first; `close()` waits for it
+   * (blocking) at most `telemetryFlushTimeoutMs`.
+   */
   close(): void;
   on(event: 'change', listener: (changes: PromptChange[]) => void): this;
   on(event: 'status', listener: (status: SyncStatus) => void): this;

@@ -289,9 +289,17 @@ const OPTION_KEYS = [
   'fuel',
   'maxOutputBytes',
   'telemetry',
+  'telemetryUpload',
+  'telemetryUploadUrl',
+  'telemetryIntervalMs',
+  'telemetryMaxBatch',
+  'telemetryFlushTimeoutMs',
+  'otlp',
   'providers',
   'call',
 ];
+
+const NUMBER_OPTIONS = new Set(['startupWait', 'fuel', 'maxOutputBytes', 'telemetryIntervalMs', 'telemetryMaxBatch', 'telemetryFlushTimeoutMs']);
 
 const CALL_NUMBERS = ['timeoutMs', 'ttftTimeoutMs', 'connectTimeoutMs', 'maxAttempts'];
 
@@ -335,6 +343,33 @@ function telemetryOptions(t) {
   return out;
 }
 
+const OTLP_NUMBERS = ['timeoutMs', 'maxSpans', 'maxSpansPerRequest', 'maxSeries'];
+const OTLP_KEYS = new Set(['endpoint', 'headers', 'serviceName', 'metrics', 'traces', ...OTLP_NUMBERS]);
+
+/** `otlp`: the collector's URL, or `{ endpoint, headers, serviceName, timeoutMs, … }`, normalised. */
+function otlpOptions(o) {
+  if (typeof o === 'string' || o instanceof URL) return { endpoint: o instanceof URL ? o.href : o };
+  if (typeof o !== 'object') throw new TypeError("promptops: otlp must be the collector's URL or an options object");
+  for (const k of Object.keys(o)) {
+    if (!OTLP_KEYS.has(k)) {
+      throw new ConfigError(`unknown otlp option \`${k}\` (${[...OTLP_KEYS].join(', ')})`, { kind: 'CONFIG_ERROR' });
+    }
+  }
+  if (o.endpoint === undefined || o.endpoint === null) {
+    throw new ConfigError("otlp needs an endpoint (the collector's base URL, e.g. http://127.0.0.1:4318)", { kind: 'CONFIG_ERROR' });
+  }
+  const out = { endpoint: o.endpoint instanceof URL ? o.endpoint.href : String(o.endpoint) };
+  if (o.headers !== undefined && o.headers !== null) {
+    if (typeof o.headers !== 'object') throw new TypeError('promptops: otlp.headers must be an object of strings');
+    out.headers = {};
+    for (const [h, v] of Object.entries(o.headers)) out.headers[h] = String(v);
+  }
+  if (o.serviceName !== undefined && o.serviceName !== null) out.serviceName = String(o.serviceName);
+  for (const k of OTLP_NUMBERS) if (o[k] !== undefined && o[k] !== null) out[k] = Number(o[k]);
+  for (const k of ['metrics', 'traces']) if (o[k] !== undefined && o[k] !== null) out[k] = Boolean(o[k]);
+  return out;
+}
+
 function nativeOptions(options) {
   if (options === undefined || options === null) return {};
   if (typeof options !== 'object') throw new TypeError('promptops: Client options must be an object');
@@ -349,8 +384,9 @@ function nativeOptions(options) {
       else throw new TypeError('promptops: telemetry must be true, false or an options object');
     } else if (k === 'providers') out[k] = providersOptions(v);
     else if (k === 'call') out[k] = callSettings(v);
-    else if (k === 'startupWait' || k === 'fuel' || k === 'maxOutputBytes') out[k] = Number(v);
-    else if (k === 'strict') out[k] = Boolean(v);
+    else if (k === 'otlp') out[k] = otlpOptions(v);
+    else if (NUMBER_OPTIONS.has(k)) out[k] = Number(v);
+    else if (k === 'strict' || k === 'telemetryUpload') out[k] = Boolean(v);
     else out[k] = v instanceof URL ? v.href : String(v);
   }
   return out;
@@ -521,16 +557,32 @@ class Client extends EventEmitter {
   route(name, vars, options) {
     let key;
     let label;
+    let attributes;
     if (options !== undefined && options !== null) {
       key = options.routeKey ?? undefined;
       label = options.label ?? undefined;
+      attributes = attributesOf(options.attributes);
     }
-    const routed = this.#native.route(
-      String(name),
-      vars ?? {},
-      key === undefined ? undefined : String(key),
-      label === undefined ? undefined : String(label),
-    );
+    // The variables cross as for `render` (encode.js): one string and one
+    // typed array instead of a walk of the object through N-API.
+    const enc = encoder.acquire();
+    let routed;
+    try {
+      const n = enc.encode(vars);
+      const text = enc.text;
+      routed = this.#native.route(
+        String(name),
+        text,
+        enc.ops,
+        n,
+        !NOT_LATIN1.test(text),
+        key === undefined ? undefined : String(key),
+        label === undefined ? undefined : String(label),
+        attributes,
+      );
+    } finally {
+      encoder.release(enc);
+    }
     return decisionOf(routed);
   }
 
@@ -642,6 +694,53 @@ class Client extends EventEmitter {
     return this.#native.metricsText() ?? null;
   }
 
+  /**
+   * Export telemetry now (upload to the registry, OTLP) and wait at most
+   * `timeoutMs` (default 5000). Resolves to `true` when the export round
+   * finished in time (failed requests are counted in `telemetryStats()`),
+   * `false` without an exporter or on timeout. The wait runs on the libuv
+   * thread pool, never on the event loop.
+   */
+  flushTelemetry(options) {
+    try {
+      const t = options?.timeoutMs;
+      return this.#native.flushTelemetry(t === undefined || t === null ? undefined : Number(t));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /**
+   * `{ recorded, droppedQueueFull, droppedExportFull, droppedUploadFailed,
+   * pending, otlp }`: what telemetry recorded and dropped (never silently);
+   * `otlp` holds the OTLP exporter's counters, or `null`. `null` without
+   * `telemetry`.
+   */
+  telemetryStats() {
+    const s = this.#native.telemetryStats();
+    if (s === undefined || s === null) return null;
+    return { ...s, otlp: s.otlp ?? null };
+  }
+
+  /**
+   * The project's model catalogue as the registry delivers it with the
+   * snapshot (`promptops models set …`): `[{ model, provider, contextWindow,
+   * maxOutputTokens, inputPerMtok, outputPerMtok, cachedInputPerMtok,
+   * enabled, baseUrl, health: { status, checkedAt, error } }]`.
+   */
+  models() {
+    return this.#native.models();
+  }
+
+  /**
+   * The price this client uses for `model` (the catalogue's over the
+   * built-in table): `{ provider, model, inputPerMtok, outputPerMtok,
+   * cachedInputPerMtok, contextWindow }`. Throws `UnknownModelError`.
+   */
+  modelPrice(model) {
+    return this.#native.modelPrice(String(model));
+  }
+
   /** Stop live delivery and change events, and refuse further lookups. Idempotent. */
   close() {
     this.#native.close();
@@ -654,16 +753,23 @@ class Client extends EventEmitter {
 
 const COMPLETE_CALL_KEYS = ['stream', 'timeoutMs', 'ttftTimeoutMs', 'failoverOn', 'maxAttempts'];
 
+/** Caller attributes for telemetry (`{ name: value }`), as strings. */
+function attributesOf(a) {
+  if (a === undefined || a === null) return undefined;
+  if (typeof a !== 'object') throw new TypeError('promptops: attributes must be an object of strings');
+  const out = {};
+  for (const [k, v] of Object.entries(a)) out[k] = String(v);
+  return out;
+}
+
 function completeSettings(options) {
   if (options === undefined || options === null) return {};
   if (typeof options !== 'object') throw new TypeError('promptops: call options must be an object');
   const out = {};
   if (options.routeKey !== undefined && options.routeKey !== null) out.routeKey = String(options.routeKey);
   if (options.label !== undefined && options.label !== null) out.label = String(options.label);
-  if (options.attributes !== undefined && options.attributes !== null) {
-    out.attributes = {};
-    for (const [k, v] of Object.entries(options.attributes)) out.attributes[k] = String(v);
-  }
+  const attributes = attributesOf(options.attributes);
+  if (attributes !== undefined) out.attributes = attributes;
   if (COMPLETE_CALL_KEYS.some((k) => options[k] !== undefined && options[k] !== null)) {
     if (options.connectTimeoutMs !== undefined) {
       throw new TypeError('promptops: connectTimeoutMs is a client setting (new Client({ call: { connectTimeoutMs } }))');
@@ -784,7 +890,7 @@ const ROUTED = Symbol('promptops.routed');
 
 /** The decision object `client.route` returns (a frozen plain object). */
 function decisionOf(routed) {
-  const d = routed.info();
+  const d = JSON.parse(routed.infoJson());
   const out = {
     target: Object.freeze(d.target),
     reason: d.reason,

@@ -289,6 +289,24 @@ impl ClientBuilder {
         };
         let mut engine_cfg = self.engine;
         #[cfg(feature = "export")]
+        {
+            self.export.check()?;
+            #[cfg(feature = "otlp")]
+            let otlp = self.export.otlp.is_some();
+            #[cfg(not(feature = "otlp"))]
+            let otlp = false;
+            if engine_cfg.telemetry.is_none() && (otlp || self.export.upload_url.is_some()) {
+                return Err(Error::Config(format!(
+                    "{} needs telemetry on (ClientBuilder::telemetry)",
+                    if otlp {
+                        "OTLP export"
+                    } else {
+                        "a telemetry upload_url"
+                    }
+                )));
+            }
+        }
+        #[cfg(feature = "export")]
         let exporting =
             engine_cfg.telemetry.is_some() && self.export.active(sync_cfg.server.is_some());
         #[cfg(feature = "export")]
@@ -608,6 +626,19 @@ impl Client {
         }
         let _ = timeout;
         false
+    }
+
+    /// The counters of the OTLP exporter (spans exported, dropped and
+    /// failed, metric exports; feature `otlp`). `None` without OTLP export
+    /// (or after `close`).
+    #[cfg(feature = "otlp")]
+    pub fn otlp_stats(&self) -> Option<crate::export::otlp::OtlpStats> {
+        self.inner
+            .exporter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|e| e.otlp_stats())
     }
 
     /// Stop live sync and telemetry export (idempotent; a last export round

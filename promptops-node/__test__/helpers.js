@@ -203,6 +203,43 @@ async function startRedis() {
   return { url: `redis://127.0.0.1:${port}/`, stop: () => proc.kill('SIGKILL') };
 }
 
+/**
+ * A local HTTP receiver standing in for a telemetry gateway or an OTLP/HTTP
+ * collector: records every POST (`{ path, headers, body }`) and answers
+ * `status` after `delayMs`. Resolves to `{ url, requests, bodies(path),
+ * raw(), close() }`.
+ */
+function startReceiver({ status = 200, delayMs = 0 } = {}) {
+  const http = require('node:http');
+  const requests = [];
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      requests.push({ path: req.url, headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+      setTimeout(() => {
+        res.writeHead(status, { 'content-type': 'application/json' });
+        res.end('{}');
+      }, delayMs);
+    });
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      resolve({
+        url: `http://127.0.0.1:${port}`,
+        requests,
+        bodies: (path) => requests.filter((r) => r.path === path).map((r) => JSON.parse(r.body)),
+        raw: () => requests.map((r) => r.body).join('\n'),
+        close: () => new Promise((r) => {
+          server.closeAllConnections?.();
+          server.close(() => r());
+        }),
+      });
+    });
+  });
+}
+
 function stopRegistry(reg) {
   if (reg && reg.proc.exitCode === null && reg.proc.signalCode === null) reg.proc.kill('SIGKILL');
 }
@@ -222,4 +259,5 @@ module.exports = {
   MOCK_PROVIDER_BIN,
   startMockProvider,
   startRedis,
+  startReceiver,
 };

@@ -8,13 +8,16 @@
 // PROMPTOPS_SDK_KEY. Blocks that read OPENAI_BASE_URL call the mock provider
 // (tests/mock_provider) through OPENAI_BASE_URL and OPENAI_API_KEY; the
 // first 503 it answers is scripted for the first `maxAttempts: 1` call.
+// Blocks that read OTEL_EXPORTER_OTLP_ENDPOINT export to a local OTLP
+// receiver (in this process: blocks run as awaited child processes).
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { execFileSync } = require('node:child_process');
+const { execFile } = require('node:child_process');
+const { promisify } = require('node:util');
 const ts = require('typescript');
-const { PKG, EXAMPLE_PROMPTS, tempDir, REGISTRY_BIN_SKIP, startRegistry, stopRegistry, startMockProvider } = require('./helpers.js');
+const { PKG, EXAMPLE_PROMPTS, tempDir, REGISTRY_BIN_SKIP, startRegistry, stopRegistry, startMockProvider, startReceiver } = require('./helpers.js');
 
 function codeBlocks(markdown) {
   const blocks = [];
@@ -59,6 +62,8 @@ for (const b of blocks) {
       env.PROMPTOPS_SERVER = registry.url;
       env.PROMPTOPS_SDK_KEY = registry.sdkKey;
     }
+    const otlp = b.code.includes('OTEL_EXPORTER_OTLP_ENDPOINT') ? await startReceiver() : null;
+    if (otlp) env.OTEL_EXPORTER_OTLP_ENDPOINT = otlp.url;
     const calls = b.code.includes('OPENAI_BASE_URL');
     if (calls) {
       mock ??= await startMockProvider();
@@ -85,9 +90,11 @@ for (const b of blocks) {
     fs.writeFileSync(file, code);
     let stdout;
     try {
-      stdout = execFileSync(process.execPath, [file], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30000, env });
+      ({ stdout } = await promisify(execFile)(process.execPath, [file], { cwd: dir, encoding: 'utf8', timeout: 30000, env }));
     } catch (e) {
       assert.fail(`README.md line ${b.line} failed:\n${e.stderr || e.message}`);
+    } finally {
+      await otlp?.close();
     }
     assert.ok(stdout.length > 0, 'prints something');
     if (calls) {
@@ -95,6 +102,12 @@ for (const b of blocks) {
       assert.match(stdout, /^PROVIDER_ERROR server_error 503 1$/m);
       const sent = await mock.received();
       assert.ok(sent.every((r) => r.authorization === 'Bearer sk-readme-test'));
+    }
+    if (otlp) {
+      assert.match(stdout, /^true\n3 0 1\n\[\]$/m);
+      assert.deepEqual([...new Set(otlp.requests.map((r) => r.path))].sort(), ['/v1/metrics', '/v1/traces']);
+      assert.ok(otlp.requests.every((r) => r.headers.authorization === 'Bearer collector-token'));
+      assert.ok(!otlp.raw().includes('dana@example.com'));
     }
     if (process.env.PROMPTOPS_SHOW_README_OUTPUT) console.log(`--- line ${b.line}\n${stdout}`);
   });

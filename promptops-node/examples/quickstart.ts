@@ -7,7 +7,7 @@
 // or after compiling it with tsc.
 import * as path from 'node:path';
 import { Client, PromptOpsError, VariableError, countTokens, estimateCost } from 'promptops';
-import type { ChatMessage, Completion, Decision, Outcome, PromptChange, Rendered } from 'promptops';
+import type { ChatMessage, Completion, Decision, ModelEntry, Outcome, PromptChange, Rendered, TelemetryStats } from 'promptops';
 
 const dir = process.argv[2] ?? path.join(__dirname, '..', '..', 'examples', 'prompts');
 
@@ -69,6 +69,14 @@ async function main(): Promise<void> {
   // the provider's key (OPENAI_API_KEY), so it only runs when one is set.
   if (process.env.OPENAI_API_KEY) await ask(client);
 
+  // Telemetry export to an OpenTelemetry collector, when one is named.
+  const otlp = process.env.OTEL_EXPORTER_OTLP_ENDPOINT;
+  if (otlp) await exportTelemetry(otlp, vars);
+
+  // The model catalogue comes with a registry's snapshot (none here).
+  const models: ModelEntry[] = client.models();
+  console.log(`${models.length} models in the catalogue`);
+
   const n: number = countTokens('hello world', { model: 'gpt-4o' });
   const cost: number | null = estimateCost('gpt-4o', n, 100);
   console.log(`${n} tokens; $${cost} with 100 output tokens`);
@@ -83,6 +91,22 @@ async function ask(client: Client): Promise<void> {
   for await (const chunk of stream) process.stdout.write(chunk);
   const streamed: Completion = await stream.completion;
   console.log(`\nfirst token after ${streamed.ttftMs ?? 0} ms`);
+}
+
+async function exportTelemetry(endpoint: string, vars: Record<string, string>): Promise<void> {
+  const client = new Client({
+    promptsDir: dir,
+    project: 'demo',
+    telemetry: true,
+    otlp: { endpoint, serviceName: 'quickstart' },
+  });
+  const decision = client.route('support/reply', vars, { routeKey: 'user-42', attributes: { tier: 'gold' } });
+  client.record(decision, { latencyMs: 640, inputTokens: 52, outputTokens: 180 });
+  // Export now, off the event loop; the counters say what was sent and dropped.
+  const flushed: boolean = await client.flushTelemetry({ timeoutMs: 5000 });
+  const stats: TelemetryStats | null = client.telemetryStats();
+  console.log(`== telemetry exported: ${flushed}; ${stats?.otlp?.spansExported ?? 0} span(s), ${stats?.recorded ?? 0} events`);
+  client.close();
 }
 
 main().catch((e: unknown) => {

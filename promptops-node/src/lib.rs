@@ -1227,6 +1227,139 @@ pub struct ClientOptions {
     pub providers: Option<std::collections::HashMap<String, ProviderOptions>>,
     /// Default settings of `complete` and `stream`.
     pub call: Option<CallSettings>,
+    /// Upload telemetry batches to `server` (default true; needs
+    /// `telemetry`).
+    pub telemetry_upload: Option<bool>,
+    /// Upload to this URL instead (a gateway; `/v1/telemetry` is
+    /// appended), also without a `server`.
+    pub telemetry_upload_url: Option<String>,
+    /// Milliseconds between export rounds (default 10,000).
+    pub telemetry_interval_ms: Option<f64>,
+    /// Events per upload request (default 1000).
+    pub telemetry_max_batch: Option<f64>,
+    /// Longest `close()` waits for the last export round, in ms (default
+    /// 5000).
+    pub telemetry_flush_timeout_ms: Option<f64>,
+    /// OTLP/HTTP JSON export of metrics and spans (GenAI semantic
+    /// conventions).
+    pub otlp: Option<OtlpOptions>,
+}
+
+/// OTLP/HTTP JSON export settings (`otlp: 'http://…'` is `{ endpoint }`).
+#[napi(object)]
+#[derive(Default, Clone)]
+pub struct OtlpOptions {
+    /// The collector's base URL; `/v1/metrics` and `/v1/traces` are
+    /// appended.
+    pub endpoint: String,
+    /// Request headers (auth); values are treated as secrets.
+    pub headers: Option<std::collections::HashMap<String, String>>,
+    /// `service.name` of the resource (default `promptops-app`).
+    pub service_name: Option<String>,
+    /// Request timeout in ms (default 10,000).
+    pub timeout_ms: Option<f64>,
+    /// Spans held between exports (default 2048).
+    pub max_spans: Option<f64>,
+    /// Spans per request (default 512).
+    pub max_spans_per_request: Option<f64>,
+    /// Distinct metric attribute sets kept (default 2000).
+    pub max_series: Option<f64>,
+    /// Export metrics (default true).
+    pub metrics: Option<bool>,
+    /// Export one span per call (default true).
+    pub traces: Option<bool>,
+}
+
+/// Milliseconds (a JS number) as a `Duration` > 0.
+fn millis(name: &str, v: f64) -> po::Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(v / 1000.0)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            po::Error::Config(format!(
+                "{name} must be a finite number of milliseconds > 0, got {v}"
+            ))
+        })
+}
+
+/// A whole number >= 1.
+fn count(name: &str, v: f64) -> po::Result<usize> {
+    if v.is_finite() && v >= 1.0 && v.fract() == 0.0 && v <= u32::MAX as f64 {
+        Ok(v as usize)
+    } else {
+        Err(po::Error::Config(format!(
+            "{name} must be a whole number >= 1, got {v}"
+        )))
+    }
+}
+
+/// The first export option given (they all need `telemetry`).
+fn first_export_option(o: &ClientOptions) -> Option<&'static str> {
+    [
+        ("telemetryUpload", o.telemetry_upload.is_some()),
+        ("telemetryUploadUrl", o.telemetry_upload_url.is_some()),
+        ("telemetryIntervalMs", o.telemetry_interval_ms.is_some()),
+        ("telemetryMaxBatch", o.telemetry_max_batch.is_some()),
+        (
+            "telemetryFlushTimeoutMs",
+            o.telemetry_flush_timeout_ms.is_some(),
+        ),
+        ("otlp", o.otlp.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(name, given)| given.then_some(name))
+}
+
+/// The core's `ExportOptions` from the client options (its defaults for
+/// what is not given). The core checks URLs and headers at build.
+fn export_options(o: &ClientOptions) -> po::Result<po::export::ExportOptions> {
+    let mut e = po::export::ExportOptions::default();
+    if let Some(u) = o.telemetry_upload {
+        e.upload = u;
+    }
+    e.upload_url.clone_from(&o.telemetry_upload_url);
+    if let Some(v) = o.telemetry_interval_ms {
+        e.interval = millis("telemetryIntervalMs", v)?;
+    }
+    if let Some(v) = o.telemetry_max_batch {
+        e.max_batch = count("telemetryMaxBatch", v)?;
+    }
+    if let Some(v) = o.telemetry_flush_timeout_ms {
+        e.flush_timeout = millis("telemetryFlushTimeoutMs", v)?;
+    }
+    if let Some(x) = &o.otlp {
+        let mut c = po::export::otlp::OtlpConfig::new(x.endpoint.clone());
+        if let Some(h) = &x.headers {
+            let mut names: Vec<_> = h.keys().collect();
+            names.sort();
+            for k in names {
+                c = c.header(k.clone(), h[k].clone());
+            }
+        }
+        if let Some(n) = &x.service_name {
+            c.service_name.clone_from(n);
+        }
+        if let Some(v) = x.timeout_ms {
+            c.timeout = millis("otlp.timeoutMs", v)?;
+        }
+        if let Some(v) = x.max_spans {
+            c.max_spans = count("otlp.maxSpans", v)?;
+        }
+        if let Some(v) = x.max_spans_per_request {
+            c.max_spans_per_request = count("otlp.maxSpansPerRequest", v)?;
+        }
+        if let Some(v) = x.max_series {
+            c.max_series = count("otlp.maxSeries", v)?;
+        }
+        if let Some(m) = x.metrics {
+            c.metrics = m;
+        }
+        if let Some(t) = x.traces {
+            c.traces = t;
+        }
+        e.otlp = Some(c);
+    }
+    Ok(e)
 }
 
 /// Where a provider is served. API keys come from `apiKey` or the
@@ -1466,10 +1599,20 @@ fn build_client(opts: &ClientOptions) -> po::Result<(Client, po::provider::CallO
         if let Some(k) = t.keep_events {
             cfg.keep_events = k;
         }
-        if t.mask_pii == Some(true) {
-            cfg = cfg.masker(po::telemetry::BasicPiiMasker);
+        // Explicit: on (the basic masker) or off (events leave as
+        // recorded). Absent: masked when telemetry leaves the process.
+        if let Some(m) = t.mask_pii {
+            cfg = cfg.mask_pii(m);
         }
         b = b.telemetry(cfg);
+    }
+    if let Some(name) = first_export_option(opts) {
+        if opts.telemetry.is_none() {
+            return Err(po::Error::Config(format!(
+                "{name} needs telemetry on: pass telemetry: true (or telemetry options)"
+            )));
+        }
+        b = b.telemetry_export(export_options(opts)?);
     }
     if let Some(ps) = &opts.providers {
         let mut names: Vec<_> = ps.keys().collect();
@@ -1952,24 +2095,36 @@ impl NativeClient {
         )
     }
 
-    /// Route `name` (sticky `key`, `label`): the decision and the prompt
-    /// rendered for the chosen target (`Client::route_with`).
-    #[napi(catch_unwind)]
+    /// Route `name` (sticky `key`, `label`, telemetry `attributes`) with
+    /// the variables encoded as for rendering (`encode.js`): the decision
+    /// and the prompt rendered for the chosen target (`Client::route_with`).
+    #[napi(
+        catch_unwind,
+        ts_args_type = "name: string, text: string, ops: Float64Array, n: number, oneByte: boolean, key?: string | undefined | null, label?: string | undefined | null, attributes?: Record<string, string> | undefined | null"
+    )]
+    #[allow(clippy::too_many_arguments)]
     pub fn route(
         &self,
         env: Env,
         name: String,
-        vars: Unknown<'_>,
+        text: Unknown<'_>,
+        ops: Unknown<'_>,
+        n: u32,
+        one_byte: bool,
         key: Option<String>,
         label: Option<String>,
+        attributes: Option<std::collections::HashMap<String, String>>,
     ) -> Result<NativeRouted> {
         self.check_open(&env)?;
         let raw = env.raw();
-        let vars = vars_from_js(raw, &name, vars.raw())?;
+        let vars = vars_from_encoded(raw, &name, text.raw(), ops.raw(), n, one_byte)?;
+        let mut attributes: Vec<(String, String)> =
+            attributes.unwrap_or_default().into_iter().collect();
+        attributes.sort();
         let opts = po::RouteOptions {
             key,
             label,
-            ..Default::default()
+            attributes,
         };
         self.client
             .route_with(&name, &vars, &opts)
@@ -2112,6 +2267,151 @@ impl NativeClient {
     pub fn metrics_text(&self) -> Option<String> {
         self.client.telemetry().map(|t| t.prometheus())
     }
+
+    /// Export telemetry now (upload, OTLP) on the libuv thread pool, waiting
+    /// at most `timeoutMs` (default 5000); resolves to whether the round
+    /// finished in time (`false` without an exporter).
+    #[napi(catch_unwind, ts_return_type = "Promise<boolean>")]
+    pub fn flush_telemetry(
+        &self,
+        env: Env,
+        timeout_ms: Option<f64>,
+    ) -> Result<AsyncTask<FlushTelemetry>> {
+        let timeout = match timeout_ms {
+            Some(t) => millis("timeoutMs", t).map_err(|e| js_error(env.raw(), &e))?,
+            None => std::time::Duration::from_secs(5),
+        };
+        Ok(AsyncTask::new(FlushTelemetry {
+            client: self.client.clone(),
+            timeout,
+        }))
+    }
+
+    /// The telemetry counters (`null` when telemetry is off).
+    #[napi(catch_unwind)]
+    pub fn telemetry_stats(&self) -> Option<TelemetryStats> {
+        let t = self.client.telemetry()?;
+        let c = t.counters();
+        Some(TelemetryStats {
+            recorded: c.recorded as f64,
+            dropped_queue_full: c.dropped_queue_full as f64,
+            dropped_export_full: c.dropped_export_full as f64,
+            dropped_upload_failed: c.dropped_upload_failed as f64,
+            pending: t.pending() as f64,
+            otlp: self.client.otlp_stats().map(|o| OtlpStats {
+                spans_exported: o.spans_exported as f64,
+                spans_dropped: o.spans_dropped as f64,
+                spans_failed: o.spans_failed as f64,
+                metric_exports: o.metric_exports as f64,
+                metric_exports_failed: o.metric_exports_failed as f64,
+                dropped_points: o.dropped_points as f64,
+            }),
+        })
+    }
+
+    /// The model catalogue of the current snapshot, as plain objects
+    /// (camelCase fields, `null` for what is not set).
+    #[napi(catch_unwind, ts_return_type = "Array<Record<string, unknown>>")]
+    pub fn models(&self, env: Env) -> Result<Unknown<'static>> {
+        let raw = env.raw();
+        let list: Vec<serde_json::Value> = self.client.models().iter().map(model_json).collect();
+        Ok(unknown(
+            raw,
+            json_to_js(raw, &serde_json::Value::Array(list))?,
+        ))
+    }
+
+    /// The price this client uses for `model` (the catalogue's over the
+    /// built-in table); `UnknownModelError` when it has none.
+    #[napi(catch_unwind, ts_return_type = "Record<string, unknown>")]
+    pub fn model_price(&self, env: Env, model: String) -> Result<Unknown<'static>> {
+        let raw = env.raw();
+        let table = self.client.effective_pricing();
+        let p = table.require(&model).map_err(|e| js_error(raw, &e))?;
+        let v = serde_json::json!({
+            "provider": p.provider,
+            "model": p.model,
+            "inputPerMtok": p.input_per_mtok,
+            "outputPerMtok": p.output_per_mtok,
+            "cachedInputPerMtok": p.cached_input_per_mtok,
+            "contextWindow": p.context_window,
+        });
+        Ok(unknown(raw, json_to_js(raw, &v)?))
+    }
+}
+
+/// A catalogue entry as a plain object (camelCase fields).
+fn model_json(m: &po::ModelEntry) -> serde_json::Value {
+    serde_json::json!({
+        "model": m.model,
+        "provider": m.provider,
+        "contextWindow": m.context_window,
+        "maxOutputTokens": m.max_output_tokens,
+        "inputPerMtok": m.input_per_mtok,
+        "outputPerMtok": m.output_per_mtok,
+        "cachedInputPerMtok": m.cached_input_per_mtok,
+        "enabled": m.enabled,
+        "baseUrl": m.base_url,
+        "health": {
+            "status": m.health.status.as_str(),
+            "checkedAt": m.health.checked_at,
+            "error": m.health.error,
+        },
+    })
+}
+
+/// `flushTelemetry` off the event loop: the core's flush blocks its thread
+/// (a libuv pool thread) until the round ends or the timeout.
+pub struct FlushTelemetry {
+    client: Client,
+    timeout: std::time::Duration,
+}
+
+impl Task for FlushTelemetry {
+    type Output = bool;
+    type JsValue = bool;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.client.flush_telemetry(self.timeout)
+        }))
+        .map_err(|_| napi::Error::from_reason("promptops: internal error (panic) while flushing"))
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(output)
+    }
+}
+
+/// Telemetry counters (`client.telemetryStats()`).
+#[napi(object)]
+pub struct TelemetryStats {
+    /// Events accepted into the record queue.
+    pub recorded: f64,
+    /// Dropped because the record queue was full.
+    pub dropped_queue_full: f64,
+    /// Dropped from the export buffer before they could be uploaded.
+    pub dropped_export_full: f64,
+    /// In uploads that failed.
+    pub dropped_upload_failed: f64,
+    /// Waiting for the next upload.
+    pub pending: f64,
+    /// The OTLP exporter's counters (`null` without OTLP).
+    pub otlp: Option<OtlpStats>,
+}
+
+/// The OTLP exporter's counters.
+#[napi(object)]
+pub struct OtlpStats {
+    pub spans_exported: f64,
+    /// Dropped because the span queue was full.
+    pub spans_dropped: f64,
+    /// In requests that failed.
+    pub spans_failed: f64,
+    pub metric_exports: f64,
+    pub metric_exports_failed: f64,
+    /// Metric observations dropped at the series limit.
+    pub dropped_points: f64,
 }
 
 /// The outcome of one call (`client.record`): `ok` (default: no
@@ -2214,19 +2514,94 @@ pub struct NativeRouted {
 
 #[napi]
 impl NativeRouted {
-    /// The decision as a plain object (camelCase fields).
-    #[napi(catch_unwind, ts_return_type = "Record<string, unknown>")]
-    pub fn info(&self, env: Env) -> Result<Unknown<'static>> {
-        let raw = env.raw();
+    /// The decision as JSON text (camelCase fields, the shape of
+    /// `decision_json` plus `text`, `messages` and `config`), for
+    /// `JSON.parse`: building the object through N-API costs several times
+    /// more (one call per property and value; see BENCHMARKS-node.md).
+    #[napi(catch_unwind)]
+    pub fn info_json(&self) -> Result<String> {
+        let d = &self.routed.decision;
         let r = &self.routed.rendered;
-        let mut v = decision_json(&self.routed.decision);
-        if let serde_json::Value::Object(m) = &mut v {
-            m.insert("text".into(), to_json(&r.text));
-            m.insert("messages".into(), to_json(&r.messages));
-            m.insert("config".into(), to_json(&*r.config));
-        }
-        Ok(unknown(raw, json_to_js(raw, &v)?))
+        let info = DecisionInfo {
+            policy_id: d.policy_id(),
+            strategy: d.strategy.as_str(),
+            target: TargetInfo::of(d.target()),
+            fallbacks: d.fallbacks().map(TargetInfo::of).collect(),
+            bucket: d.bucket,
+            reason: &d.reason,
+            estimate: d.estimate.as_ref().map(|e| EstimateInfo {
+                input_tokens: e.input_tokens,
+                exact: e.exact,
+                output_tokens: e.output_tokens,
+                predicted_cost_usd: e.predicted_cost_usd,
+                context_window: e.context_window,
+                fits: e.fits,
+            }),
+            skipped: &d.skipped,
+            prompt: d.prompt.as_deref(),
+            version: d.version,
+            label: d.label.as_deref(),
+            variant: d.variant.as_deref(),
+            text: r.text.as_deref(),
+            messages: r.messages.as_deref(),
+            config: &r.config,
+        };
+        serde_json::to_string(&info).map_err(|e| napi::Error::from_reason(e.to_string()))
     }
+}
+
+/// `NativeRouted::info_json`'s document, serialised straight from the
+/// decision (no intermediate `serde_json::Value`).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DecisionInfo<'a> {
+    policy_id: &'a str,
+    strategy: &'static str,
+    target: TargetInfo<'a>,
+    fallbacks: Vec<TargetInfo<'a>>,
+    bucket: Option<u32>,
+    reason: &'a str,
+    estimate: Option<EstimateInfo>,
+    skipped: &'a [po::route::Skipped],
+    prompt: Option<&'a str>,
+    version: Option<u32>,
+    label: Option<&'a str>,
+    variant: Option<&'a str>,
+    text: Option<&'a str>,
+    messages: Option<&'a [Message]>,
+    config: &'a po::ModelConfig,
+}
+
+#[derive(serde::Serialize)]
+struct TargetInfo<'a> {
+    id: &'a str,
+    provider: &'a str,
+    model: &'a str,
+    variant: Option<&'a str>,
+    version: Option<u32>,
+}
+
+impl<'a> TargetInfo<'a> {
+    fn of(t: &'a po::route::Target) -> Self {
+        TargetInfo {
+            id: &t.id,
+            provider: &t.provider,
+            model: &t.model,
+            variant: t.variant.as_deref(),
+            version: t.version,
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EstimateInfo {
+    input_tokens: u64,
+    exact: bool,
+    output_tokens: u64,
+    predicted_cost_usd: f64,
+    context_window: Option<u64>,
+    fits: bool,
 }
 
 /// A routing decision as a plain object (camelCase fields).

@@ -764,7 +764,13 @@ impl Client {
         startup_wait=0.0,
         telemetry=None,
         providers=None,
-        call_options=None
+        call_options=None,
+        telemetry_upload=None,
+        telemetry_upload_url=None,
+        telemetry_interval=None,
+        telemetry_max_batch=None,
+        telemetry_flush_timeout=None,
+        otlp=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -782,12 +788,35 @@ impl Client {
         telemetry: Option<&Bound<'_, PyAny>>,
         providers: Option<&Bound<'_, PyAny>>,
         call_options: Option<&Bound<'_, PyAny>>,
+        telemetry_upload: Option<bool>,
+        telemetry_upload_url: Option<String>,
+        telemetry_interval: Option<&Bound<'_, PyAny>>,
+        telemetry_max_batch: Option<&Bound<'_, PyAny>>,
+        telemetry_flush_timeout: Option<&Bound<'_, PyAny>>,
+        otlp: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         guard(py, || {
             let telemetry = match telemetry {
                 Some(t) => telemetry_arg(t)?,
                 None => None,
             };
+            let export = ExportArgs {
+                upload: telemetry_upload,
+                upload_url: telemetry_upload_url,
+                interval: telemetry_interval.filter(|v| !v.is_none()),
+                max_batch: telemetry_max_batch.filter(|v| !v.is_none()),
+                flush_timeout: telemetry_flush_timeout.filter(|v| !v.is_none()),
+                otlp: otlp.filter(|v| !v.is_none()),
+            };
+            if telemetry.is_none()
+                && let Some(name) = export.first_given()
+            {
+                return Err(core::Error::Config(format!(
+                    "{name} needs telemetry on: pass telemetry=True (or a TelemetryOptions dict)"
+                ))
+                .into());
+            }
+            let export = export.to_core()?;
             let endpoints = match providers.filter(|p| !p.is_none()) {
                 Some(p) => providers_arg(p)?,
                 None => Vec::new(),
@@ -835,6 +864,9 @@ impl Client {
             }
             if let Some(t) = telemetry {
                 b = b.telemetry(t);
+            }
+            if let Some(e) = export {
+                b = b.telemetry_export(e);
             }
             for ep in endpoints {
                 b = b.provider(ep);
@@ -1163,6 +1195,78 @@ impl Client {
                 "telemetry is off: create the client with telemetry=True".into(),
             )
             .into()),
+        })
+    }
+
+    /// Export telemetry now (upload and OTLP) and wait at most `timeout`
+    /// seconds, with the GIL released. `True` when an export round finished
+    /// in time; `False` without a background exporter (telemetry off, or
+    /// nothing configured to leave the process) or on timeout.
+    #[pyo3(signature = (timeout=None), text_signature = "($self, timeout=5.0)")]
+    fn flush_telemetry(
+        &self,
+        py: Python<'_>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        guard(py, || {
+            let timeout = match timeout.filter(|t| !t.is_none()) {
+                Some(t) => seconds("timeout", number_arg(t, "timeout")?)?,
+                None => std::time::Duration::from_secs(5),
+            };
+            let inner = &self.inner;
+            detached(py, || Ok(inner.flush_telemetry(timeout)))
+        })
+    }
+
+    /// The telemetry counters: events recorded, dropped (queue full, export
+    /// buffer full, failed uploads), pending, and the OTLP exporter's
+    /// (`None` without OTLP). Raises `ConfigError` when telemetry is off.
+    fn telemetry_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        guard(py, || match self.inner.telemetry() {
+            Some(t) => Ok(telemetry_stats_dict(py, t, self.inner.otlp_stats())?),
+            None => Err(core::Error::Config(
+                "telemetry is off: create the client with telemetry=True".into(),
+            )
+            .into()),
+        })
+    }
+
+    /// The model catalogue of the current snapshot (the registry's
+    /// `promptops models`; empty without one).
+    fn models<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        guard(py, || {
+            let items = self
+                .inner
+                .models()
+                .iter()
+                .map(|m| model_entry_dict(py, m))
+                .collect::<PyResult<Vec<_>>>()?;
+            Ok(PyList::new(py, items)?)
+        })
+    }
+
+    /// Cost in USD with this client's prices (the catalogue's over the
+    /// built-in table), `None` for an unknown model.
+    fn estimate_cost(
+        &self,
+        py: Python<'_>,
+        model: &str,
+        input_tokens: &Bound<'_, PyAny>,
+        output_tokens: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<f64>> {
+        guard(py, || {
+            let i = token_arg(input_tokens, "input_tokens")?;
+            let o = token_arg(output_tokens, "output_tokens")?;
+            Ok(self.inner.effective_pricing().estimate_cost(model, i, o))
+        })
+    }
+
+    /// The price of `model` this client uses (the catalogue's over the
+    /// built-in table); an unknown model raises `UnknownModel`.
+    fn model_price<'py>(&self, py: Python<'py>, model: &str) -> PyResult<Bound<'py, PyDict>> {
+        guard(py, || {
+            let table = self.inner.effective_pricing();
+            Ok(price_dict(py, table.require(model)?)?)
         })
     }
 
@@ -1805,17 +1909,7 @@ fn estimate_cost(
 /// an unknown model raises `UnknownModel`.
 #[pyfunction]
 fn model_price<'py>(py: Python<'py>, model: &str) -> PyResult<Bound<'py, PyDict>> {
-    guard(py, || {
-        let p = PRICING.require(model)?;
-        let d = PyDict::new(py);
-        d.set_item("provider", &p.provider)?;
-        d.set_item("model", &p.model)?;
-        d.set_item("input_per_mtok", p.input_per_mtok)?;
-        d.set_item("output_per_mtok", p.output_per_mtok)?;
-        d.set_item("cached_input_per_mtok", p.cached_input_per_mtok)?;
-        d.set_item("context_window", p.context_window)?;
-        Ok(d)
-    })
+    guard(py, || Ok(price_dict(py, PRICING.require(model)?)?))
 }
 
 // ---------------------------------------------------------------------------
@@ -1845,11 +1939,9 @@ fn telemetry_arg(t: &Bound<'_, PyAny>) -> Res<Option<core::TelemetryConfig>> {
             "export_capacity" => cfg.export_capacity = v.extract()?,
             "keep_events" => cfg.keep_events = v.extract()?,
             "project" => cfg.project = v.extract()?,
-            "mask_pii" => {
-                if v.extract::<bool>()? {
-                    cfg = cfg.masker(core::telemetry::BasicPiiMasker);
-                }
-            }
+            // Explicit: on (the basic masker) or off (events leave as
+            // recorded). Absent: masked when telemetry leaves the process.
+            "mask_pii" => cfg = cfg.mask_pii(v.extract::<bool>()?),
             _ => {
                 return Err(core::Error::Config(format!(
                     "unknown telemetry option `{k}` (capacity, export_capacity, keep_events, project, mask_pii)"
@@ -1859,6 +1951,225 @@ fn telemetry_arg(t: &Bound<'_, PyAny>) -> Res<Option<core::TelemetryConfig>> {
         }
     }
     Ok(Some(cfg))
+}
+
+/// The telemetry export keywords of `Client(...)` (`None`: not given).
+struct ExportArgs<'a, 'py> {
+    upload: Option<bool>,
+    upload_url: Option<String>,
+    interval: Option<&'a Bound<'py, PyAny>>,
+    max_batch: Option<&'a Bound<'py, PyAny>>,
+    flush_timeout: Option<&'a Bound<'py, PyAny>>,
+    otlp: Option<&'a Bound<'py, PyAny>>,
+}
+
+impl ExportArgs<'_, '_> {
+    /// The first keyword given (they all need telemetry on).
+    fn first_given(&self) -> Option<&'static str> {
+        [
+            ("telemetry_upload", self.upload.is_some()),
+            ("telemetry_upload_url", self.upload_url.is_some()),
+            ("telemetry_interval", self.interval.is_some()),
+            ("telemetry_max_batch", self.max_batch.is_some()),
+            ("telemetry_flush_timeout", self.flush_timeout.is_some()),
+            ("otlp", self.otlp.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, given)| given.then_some(name))
+    }
+
+    /// The core's `ExportOptions` (its defaults for what is not given);
+    /// `None` when nothing is given. The core checks the values at build.
+    fn to_core(&self) -> Res<Option<core::export::ExportOptions>> {
+        self.first_given().map(|_| self.options()).transpose()
+    }
+
+    fn options(&self) -> Res<core::export::ExportOptions> {
+        let mut o = core::export::ExportOptions::default();
+        if let Some(u) = self.upload {
+            o.upload = u;
+        }
+        o.upload_url.clone_from(&self.upload_url);
+        if let Some(v) = self.interval {
+            o.interval = seconds("telemetry_interval", number_arg(v, "telemetry_interval")?)?;
+        }
+        if let Some(v) = self.max_batch {
+            o.max_batch = count_arg(v, "telemetry_max_batch")?;
+        }
+        if let Some(v) = self.flush_timeout {
+            o.flush_timeout = seconds(
+                "telemetry_flush_timeout",
+                number_arg(v, "telemetry_flush_timeout")?,
+            )?;
+        }
+        if let Some(v) = self.otlp {
+            o.otlp = Some(otlp_arg(v)?);
+        }
+        Ok(o)
+    }
+}
+
+/// A number (int or float, not bool).
+fn number_arg(v: &Bound<'_, PyAny>, what: &str) -> Res<f64> {
+    if v.is_instance_of::<PyBool>()
+        || !(v.is_instance_of::<PyInt>() || v.is_instance_of::<PyFloat>())
+    {
+        return Err(
+            PyTypeError::new_err(format!("{what} must be a number, not {}", type_name(v))).into(),
+        );
+    }
+    Ok(v.extract::<f64>()?)
+}
+
+/// A count >= 1 (an int, not bool).
+fn count_arg(v: &Bound<'_, PyAny>, what: &str) -> Res<usize> {
+    if v.is_instance_of::<PyBool>() || !v.is_instance_of::<PyInt>() {
+        return Err(
+            PyTypeError::new_err(format!("{what} must be an int, not {}", type_name(v))).into(),
+        );
+    }
+    match v.extract::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(core::Error::Config(format!("{what} must be an int >= 1, got {v}")).into()),
+    }
+}
+
+fn bool_arg(v: &Bound<'_, PyAny>, what: &str) -> Res<bool> {
+    match v.cast::<PyBool>() {
+        Ok(b) => Ok(b.is_true()),
+        Err(_) => {
+            Err(PyTypeError::new_err(format!("{what} must be a bool, not {}", type_name(v))).into())
+        }
+    }
+}
+
+/// `otlp=`: the collector's base URL, or a dict of `OtlpOptions`.
+fn otlp_arg(v: &Bound<'_, PyAny>) -> Res<core::export::otlp::OtlpConfig> {
+    use core::export::otlp::OtlpConfig;
+    if let Ok(s) = v.cast::<PyString>() {
+        return Ok(OtlpConfig::new(py_str(s)?.into_owned()));
+    }
+    let m = v.cast::<PyMapping>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "otlp must be the collector's URL (str) or a dict of OTLP options, not {}",
+            type_name(v)
+        ))
+    })?;
+    let mut cfg: Option<OtlpConfig> = None;
+    let mut rest = Vec::new();
+    for item in m.items()?.iter() {
+        let (k, v): (String, Bound<'_, PyAny>) = item.extract()?;
+        if v.is_none() {
+            continue;
+        }
+        if k == "endpoint" {
+            cfg = Some(OtlpConfig::new(
+                any_str(&v, "otlp['endpoint']")?.into_owned(),
+            ));
+        } else {
+            rest.push((k, v));
+        }
+    }
+    let Some(mut cfg) = cfg else {
+        return Err(core::Error::Config(
+            "otlp needs an 'endpoint' (the collector's base URL, e.g. http://127.0.0.1:4318)"
+                .into(),
+        )
+        .into());
+    };
+    for (k, v) in rest {
+        let field = format!("otlp['{k}']");
+        match k.as_str() {
+            "headers" => {
+                let hm = v.cast::<PyMapping>().map_err(|_| {
+                    PyTypeError::new_err(format!(
+                        "{field} must be a dict of str to str, not {}",
+                        type_name(&v)
+                    ))
+                })?;
+                for h in hm.items()?.iter() {
+                    let (hk, hv): (String, Bound<'_, PyAny>) = h.extract()?;
+                    let hv = any_str(&hv, &format!("{field}[{hk:?}]"))?.into_owned();
+                    cfg = cfg.header(hk, hv);
+                }
+            }
+            "service_name" => cfg.service_name = any_str(&v, &field)?.into_owned(),
+            "timeout" => cfg.timeout = seconds(&field, number_arg(&v, &field)?)?,
+            "max_spans" => cfg.max_spans = count_arg(&v, &field)?,
+            "max_spans_per_request" => cfg.max_spans_per_request = count_arg(&v, &field)?,
+            "max_series" => cfg.max_series = count_arg(&v, &field)?,
+            "metrics" => cfg.metrics = bool_arg(&v, &field)?,
+            "traces" => cfg.traces = bool_arg(&v, &field)?,
+            _ => {
+                return Err(core::Error::Config(format!(
+                    "unknown otlp option `{k}` (endpoint, headers, service_name, timeout, max_spans, max_spans_per_request, max_series, metrics, traces)"
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(cfg)
+}
+
+/// A price as the `ModelPrice` dict.
+fn price_dict<'py>(py: Python<'py>, p: &core::ModelPrice) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("provider", &p.provider)?;
+    d.set_item("model", &p.model)?;
+    d.set_item("input_per_mtok", p.input_per_mtok)?;
+    d.set_item("output_per_mtok", p.output_per_mtok)?;
+    d.set_item("cached_input_per_mtok", p.cached_input_per_mtok)?;
+    d.set_item("context_window", p.context_window)?;
+    Ok(d)
+}
+
+/// A catalogue entry as the `ModelEntry` dict (every key present).
+fn model_entry_dict<'py>(py: Python<'py>, m: &core::ModelEntry) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("model", &m.model)?;
+    d.set_item("provider", &m.provider)?;
+    d.set_item("context_window", m.context_window)?;
+    d.set_item("max_output_tokens", m.max_output_tokens)?;
+    d.set_item("input_per_mtok", m.input_per_mtok)?;
+    d.set_item("output_per_mtok", m.output_per_mtok)?;
+    d.set_item("cached_input_per_mtok", m.cached_input_per_mtok)?;
+    d.set_item("enabled", m.enabled)?;
+    d.set_item("base_url", &m.base_url)?;
+    let h = PyDict::new(py);
+    h.set_item("status", m.health.status.as_str())?;
+    h.set_item("checked_at", &m.health.checked_at)?;
+    h.set_item("error", &m.health.error)?;
+    d.set_item("health", h)?;
+    Ok(d)
+}
+
+/// The recorder's counters and the OTLP exporter's, as `TelemetryStats`.
+fn telemetry_stats_dict<'py>(
+    py: Python<'py>,
+    t: &core::Telemetry,
+    otlp: Option<core::export::otlp::OtlpStats>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let c = t.counters();
+    let d = PyDict::new(py);
+    d.set_item("recorded", c.recorded)?;
+    d.set_item("dropped_queue_full", c.dropped_queue_full)?;
+    d.set_item("dropped_export_full", c.dropped_export_full)?;
+    d.set_item("dropped_upload_failed", c.dropped_upload_failed)?;
+    d.set_item("pending", t.pending())?;
+    match otlp {
+        Some(o) => {
+            let od = PyDict::new(py);
+            od.set_item("spans_exported", o.spans_exported)?;
+            od.set_item("spans_dropped", o.spans_dropped)?;
+            od.set_item("spans_failed", o.spans_failed)?;
+            od.set_item("metric_exports", o.metric_exports)?;
+            od.set_item("metric_exports_failed", o.metric_exports_failed)?;
+            od.set_item("dropped_points", o.dropped_points)?;
+            d.set_item("otlp", od)?;
+        }
+        None => d.set_item("otlp", py.None())?,
+    }
+    Ok(d)
 }
 
 /// Set one `Outcome` field from a Python value (`None` leaves it unset).

@@ -4,7 +4,8 @@ full-line `# ...` comments (the README's shown output). The live-delivery
 block reads a real registry's URL and SDK key from the environment
 (PROMPTOPS_SERVER, PROMPTOPS_SDK_KEY, as `promptops serve --demo` writes
 them to promptops-demo.env); the provider-call block reads the mock
-provider's URL from OPENAI_BASE_URL / ANTHROPIC_BASE_URL."""
+provider's URL from OPENAI_BASE_URL / ANTHROPIC_BASE_URL; the telemetry
+block exports to a local OTLP receiver named by OTEL_EXPORTER_OTLP_ENDPOINT."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 from conftest import PY_ROOT, REPO
+from http_receiver import Receiver
 from live_registry import Registry
 from mock_provider import MockProvider
 
@@ -50,7 +52,9 @@ def test_readme_python_blocks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     registry = Registry(tmp_path)
     # The provider-call block talks to the repository's mock provider.
     mock = MockProvider()
+    collector = Receiver()
     try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
         monkeypatch.setenv("PROMPTOPS_SERVER", registry.url)
         monkeypatch.setenv("PROMPTOPS_SDK_KEY", registry.sdk_key)
         monkeypatch.setenv("PROMPTOPS_CACHE_DIR", str(tmp_path / "cache"))
@@ -60,9 +64,13 @@ def test_readme_python_blocks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-readme-test")
         run_blocks(monkeypatch)
         assert [r["authorization"] for r in mock.received()] == ["Bearer sk-readme-test"] * 3
+        assert sorted({p for p, _, _ in collector.requests}) == ["/v1/metrics", "/v1/traces"]
+        assert all(h["authorization"] == "Bearer collector-token" for _, h, _ in collector.requests)
+        assert "dana@example.com" not in collector.raw()
     finally:
         registry.kill()
         mock.close()
+        collector.close()
 
 
 def run_blocks(monkeypatch: pytest.MonkeyPatch) -> None:

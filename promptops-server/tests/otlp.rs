@@ -335,3 +335,70 @@ fn client_exports_in_the_background_and_on_close() {
         .collect::<String>();
     assert!(!all.contains("dana@example.com"));
 }
+
+#[test]
+fn client_checks_export_options_and_reports_otlp_stats() {
+    use promptops_core::export::ExportOptions;
+    // OTLP (or an upload URL) without telemetry would export nothing.
+    let err = promptops_core::Client::builder()
+        .otlp(OtlpConfig::new("http://127.0.0.1:4318"))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), "CONFIG_ERROR");
+    assert!(err.to_string().contains("needs telemetry on"), "{err}");
+    let err = promptops_core::Client::builder()
+        .telemetry(TelemetryConfig::default())
+        .otlp(OtlpConfig::new("localhost:4318"))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("otlp endpoint"), "{err}");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let url = rt.block_on(receiver(seen.clone(), 200));
+    let client = promptops_core::Client::builder()
+        .telemetry(TelemetryConfig::default())
+        .telemetry_export(ExportOptions {
+            interval: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .otlp(OtlpConfig::new(&url))
+        .build()
+        .unwrap();
+    client.apply(
+        promptops_core::Update::Snapshot(
+            promptops_core::SnapshotData::from_json(
+                br#"{"format":"promptops.snapshot/1","project":"p","revision":1,"hash":"",
+                "prompts":[{"name":"a/b","versions":[{"version":1,"type":"text","template":"hi",
+                "config":{"provider":"openai","model":"gpt-4o-mini"}}],"labels":{"production":1}}]}"#,
+            )
+            .unwrap(),
+        ),
+        promptops_core::Source::Memory,
+    )
+    .unwrap();
+    assert_eq!(client.otlp_stats().unwrap().spans_exported, 0);
+    let routed = client
+        .route("a/b", &promptops_core::context! {}, None)
+        .unwrap();
+    client.record(&routed.decision, &promptops_core::Outcome::success(50.0));
+    assert!(client.flush_telemetry(Duration::from_secs(10)));
+    let stats = client.otlp_stats().unwrap();
+    assert_eq!(
+        (stats.spans_exported, stats.metric_exports),
+        (1, 1),
+        "{stats:?}"
+    );
+    client.close();
+    assert!(client.otlp_stats().is_none());
+    // Without OTLP: no stats.
+    let plain = promptops_core::Client::builder()
+        .telemetry(TelemetryConfig::default())
+        .build()
+        .unwrap();
+    assert!(plain.otlp_stats().is_none());
+}

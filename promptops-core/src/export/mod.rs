@@ -101,7 +101,62 @@ impl Default for ExportOptions {
     }
 }
 
+/// Check an endpoint URL given in the options: `http://` or `https://`,
+/// with a host, without credentials (they would end up in logs: send them
+/// as headers). `what` names the option in the error.
+pub(crate) fn check_endpoint(what: &str, url: &str) -> Result<()> {
+    let bad = |why: String| Err(Error::Config(format!("{what}: {why}")));
+    let parsed = match reqwest::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => return bad(format!("`{url}` is not a valid URL ({e})")),
+    };
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return bad(format!("`{url}` must start with http:// or https://"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return bad(format!("`{url}` has no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return bad("the URL must not carry credentials (send them in a header)".into());
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return bad(format!(
+            "`{url}` must not have a query or fragment (paths are appended to it)"
+        ));
+    }
+    Ok(())
+}
+
 impl ExportOptions {
+    /// Check the options (`build` does): URLs, a non-zero interval, batch
+    /// size and flush timeout, and the OTLP settings. Errors are
+    /// [`Error::Config`] naming the option.
+    pub fn check(&self) -> Result<()> {
+        if let Some(u) = &self.upload_url {
+            check_endpoint("telemetry upload_url", u)?;
+        }
+        if self.interval.is_zero() {
+            return Err(Error::Config(
+                "telemetry export interval must be greater than 0".into(),
+            ));
+        }
+        if self.max_batch == 0 {
+            return Err(Error::Config(
+                "telemetry export max_batch must be at least 1".into(),
+            ));
+        }
+        if self.flush_timeout.is_zero() {
+            return Err(Error::Config(
+                "telemetry export flush_timeout must be greater than 0".into(),
+            ));
+        }
+        #[cfg(feature = "otlp")]
+        if let Some(o) = &self.otlp {
+            o.check()?;
+        }
+        Ok(())
+    }
+
     /// Whether anything would leave the process with a server configured
     /// (`has_server`).
     pub(crate) fn active(&self, has_server: bool) -> bool {
@@ -129,6 +184,8 @@ pub struct Exporter {
     closed: bool,
     /// The process that started the thread (a forked child has none).
     pid: u32,
+    #[cfg(feature = "otlp")]
+    otlp: Option<Arc<otlp::OtlpExporter>>,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -154,9 +211,11 @@ impl Exporter {
         };
         #[cfg(feature = "otlp")]
         let otlp = match &opts.otlp {
-            Some(cfg) => Some(otlp::OtlpExporter::new(cfg.clone(), &tel)?),
+            Some(cfg) => Some(Arc::new(otlp::OtlpExporter::new(cfg.clone(), &tel)?)),
             None => None,
         };
+        #[cfg(feature = "otlp")]
+        let otlp_handle = otlp.clone();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Cmd>();
         let (done_tx, done) = std::sync::mpsc::sync_channel::<()>(1);
         let interval = opts.interval.max(Duration::from_millis(10));
@@ -212,7 +271,15 @@ impl Exporter {
             flush_timeout: opts.flush_timeout,
             closed: false,
             pid: std::process::id(),
+            #[cfg(feature = "otlp")]
+            otlp: otlp_handle,
         })
+    }
+
+    /// The OTLP exporter's counters (`None` without OTLP export).
+    #[cfg(feature = "otlp")]
+    pub fn otlp_stats(&self) -> Option<otlp::OtlpStats> {
+        self.otlp.as_ref().map(|o| o.stats())
     }
 
     /// Run an export round now and wait for it (at most `timeout`). Returns
@@ -268,5 +335,100 @@ impl Exporter {
 impl Drop for Exporter {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_error(r: Result<()>) -> String {
+        match r {
+            Err(Error::Config(m)) => m,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn endpoints_are_checked() {
+        assert!(check_endpoint("x", "http://127.0.0.1:4318").is_ok());
+        assert!(check_endpoint("x", "https://collector.example/otlp/").is_ok());
+        for (url, why) in [
+            ("collector:4318", "must start with http:// or https://"),
+            ("ftp://host", "must start with http:// or https://"),
+            ("not a url", "not a valid URL"),
+            ("http://user:pw@host", "must not carry credentials"),
+            ("http://host/?a=1", "must not have a query"),
+        ] {
+            let m = config_error(check_endpoint("otlp endpoint", url));
+            assert!(
+                m.starts_with("otlp endpoint: ") && m.contains(why),
+                "{url}: {m}"
+            );
+            assert!(!m.contains("pw"), "{m}");
+        }
+    }
+
+    #[test]
+    fn export_options_are_checked() {
+        assert!(ExportOptions::default().check().is_ok());
+        let bad = |o: ExportOptions| config_error(o.check());
+        assert!(
+            bad(ExportOptions {
+                interval: Duration::ZERO,
+                ..Default::default()
+            })
+            .contains("interval")
+        );
+        assert!(
+            bad(ExportOptions {
+                max_batch: 0,
+                ..Default::default()
+            })
+            .contains("max_batch")
+        );
+        assert!(
+            bad(ExportOptions {
+                flush_timeout: Duration::ZERO,
+                ..Default::default()
+            })
+            .contains("flush_timeout")
+        );
+        assert!(
+            bad(ExportOptions {
+                upload_url: Some("localhost:8700".into()),
+                ..Default::default()
+            })
+            .contains("upload_url")
+        );
+    }
+
+    #[cfg(feature = "otlp")]
+    #[test]
+    fn otlp_config_is_checked() {
+        use otlp::OtlpConfig;
+        let ok = OtlpConfig::new("http://127.0.0.1:4318").header("x-api-key", "s3cret");
+        assert!(ok.check().is_ok());
+        let m = config_error(
+            OtlpConfig::new("http://h")
+                .header("bad header", "v")
+                .check(),
+        );
+        assert!(m.contains("`bad header`"), "{m}");
+        let m = config_error(
+            OtlpConfig::new("http://h")
+                .header("k", "line\nbreak-s3cret")
+                .check(),
+        );
+        assert!(m.contains("`k`") && !m.contains("s3cret"), "{m}");
+        let m = config_error(OtlpConfig::new("http://h").service_name(" ").check());
+        assert!(m.contains("service_name"), "{m}");
+        let mut c = OtlpConfig::new("http://h");
+        c.max_spans = 0;
+        assert!(config_error(c.check()).contains("max_spans"));
+        let mut c = OtlpConfig::new("http://h");
+        c.metrics = false;
+        c.traces = false;
+        assert!(config_error(c.check()).contains("exports nothing"));
     }
 }

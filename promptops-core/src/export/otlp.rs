@@ -85,6 +85,46 @@ impl OtlpConfig {
         self.service_name = name.into();
         self
     }
+
+    /// Check the settings (`ClientBuilder::build` does): the endpoint URL,
+    /// header names and values (values are never shown in errors), a
+    /// non-empty service name, a non-zero timeout and limits, and at least
+    /// one of metrics and traces. Errors are [`Error::Config`].
+    pub fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(format!("otlp {m}")));
+        super::check_endpoint("otlp endpoint", &self.endpoint)?;
+        for (name, value) in &self.headers {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return bad(format!(
+                    "header name `{name}` is not a valid HTTP header name"
+                ));
+            }
+            if reqwest::header::HeaderValue::from_str(value.expose()).is_err() {
+                return bad(format!(
+                    "header `{name}` has a value that is not a valid HTTP header value"
+                ));
+            }
+        }
+        if self.service_name.trim().is_empty() {
+            return bad("service_name must not be empty".into());
+        }
+        if self.timeout.is_zero() {
+            return bad("timeout must be greater than 0".into());
+        }
+        for (field, v) in [
+            ("max_spans", self.max_spans),
+            ("max_spans_per_request", self.max_spans_per_request),
+            ("max_series", self.max_series),
+        ] {
+            if v == 0 {
+                return bad(format!("{field} must be at least 1"));
+            }
+        }
+        if !self.metrics && !self.traces {
+            return bad("exports nothing: metrics and traces are both off".into());
+        }
+        Ok(())
+    }
 }
 
 /// Counters of the exporter.

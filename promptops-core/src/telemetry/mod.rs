@@ -233,6 +233,18 @@ fn mask_numbers(s: &str) -> String {
     out
 }
 
+/// A masker that masks nothing: give it to keep events as recorded when
+/// they leave the process (a client that exports masks with
+/// [`BasicPiiMasker`] unless told otherwise).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoMasking;
+
+impl Masker for NoMasking {
+    fn mask(&self, _field: &str, _value: &str) -> Option<String> {
+        None
+    }
+}
+
 /// Something that sees every event after masking, off the hot path (an
 /// exporter's aggregates and span queue). Called by [`Telemetry::flush`]
 /// with the drained events; must not block for long.
@@ -286,6 +298,17 @@ impl TelemetryConfig {
     pub fn masker(mut self, m: impl Masker + 'static) -> Self {
         self.masker = Some(Arc::new(m));
         self
+    }
+
+    /// PII masking on ([`BasicPiiMasker`]) or explicitly off
+    /// ([`NoMasking`]: events leave the process as recorded). Without
+    /// either, a client that exports telemetry masks with `BasicPiiMasker`.
+    pub fn mask_pii(self, on: bool) -> Self {
+        if on {
+            self.masker(BasicPiiMasker)
+        } else {
+            self.masker(NoMasking)
+        }
     }
 }
 

@@ -21,7 +21,14 @@ from typing import (
 from . import _lowlevel
 from ._errors import ConfigError
 from ._lowlevel import Completion, CompletionStream, Prompt
-from ._types import ApplyResult, CallOptions, Endpoint, Message, TelemetryOptions
+from ._types import (
+    ApplyResult,
+    CallOptions,
+    Endpoint,
+    Message,
+    OtlpOptions,
+    TelemetryOptions,
+)
 
 if TYPE_CHECKING:
     # asyncio is imported where it is used: importing it costs more than the
@@ -33,8 +40,9 @@ __all__ = ["Client", "AsyncCompletionStream"]
 StrPath = Union[str, "os.PathLike[str]"]
 Fallback = Union[str, Sequence[Message]]
 
-# Every client that syncs from a registry or Redis (weakly: a client that is
-# no longer used goes away as usual).
+# Every client that syncs from a registry or Redis, or exports telemetry
+# (weakly: a client that is no longer used goes away as usual). A forked
+# child restarts their threads; at exit they stop (a last export round).
 _LIVE: "weakref.WeakSet[Client]" = weakref.WeakSet()
 
 
@@ -100,6 +108,26 @@ class Client(_lowlevel.Client):
     decisions and calls are recorded, and :meth:`metrics_text` returns them
     in the Prometheus text format (OpenTelemetry GenAI metric names).
 
+    Telemetry export: with telemetry on and a ``server``, a background thread
+    uploads batches of events to the registry (``POST /v1/telemetry``) every
+    ``telemetry_interval`` seconds (default 10), ``telemetry_max_batch``
+    events per request (default 1000), and once more on :meth:`close`
+    (waiting at most ``telemetry_flush_timeout`` seconds, default 5).
+    ``telemetry_upload=False`` turns the upload off; ``telemetry_upload_url``
+    uploads to another URL (a gateway; ``/v1/telemetry`` is appended), also
+    without a ``server``. ``otlp`` (the collector's URL, or a dict of
+    :class:`OtlpOptions`) exports metrics and spans over OTLP/HTTP JSON with
+    the OpenTelemetry GenAI names. E-mail addresses and long digit runs are
+    masked before anything leaves the process, unless
+    ``telemetry={"mask_pii": False}``. :meth:`flush_telemetry` (or
+    :meth:`aflush_telemetry`) exports now; :meth:`telemetry_stats` counts
+    what was recorded and dropped. These options need telemetry on.
+
+    Model catalogue: :meth:`models` lists the project's models as the
+    registry publishes them with the snapshot (``promptops models set``);
+    :meth:`estimate_cost` and :meth:`model_price` use their prices over the
+    built-in table.
+
     Provider calls: :meth:`complete` renders a prompt, routes it, calls the
     chosen provider (OpenAI Chat Completions and compatible servers,
     Anthropic Messages) and fails over per the routing policy, returning a
@@ -131,6 +159,12 @@ class Client(_lowlevel.Client):
         telemetry: Union[bool, TelemetryOptions, None] = None,
         providers: Optional[Mapping[str, Endpoint]] = None,
         call_options: Optional[CallOptions] = None,
+        telemetry_upload: Optional[bool] = None,
+        telemetry_upload_url: Optional[str] = None,
+        telemetry_interval: Optional[float] = None,
+        telemetry_max_batch: Optional[int] = None,
+        telemetry_flush_timeout: Optional[float] = None,
+        otlp: Union[str, OtlpOptions, None] = None,
     ) -> Client:
         if isinstance(startup_wait, bool) or not isinstance(startup_wait, (int, float)):
             raise TypeError(f"startup_wait must be a number, not {type(startup_wait).__name__}")
@@ -151,8 +185,14 @@ class Client(_lowlevel.Client):
             telemetry=telemetry,
             providers=providers,
             call_options=call_options,
+            telemetry_upload=telemetry_upload,
+            telemetry_upload_url=telemetry_upload_url,
+            telemetry_interval=telemetry_interval,
+            telemetry_max_batch=telemetry_max_batch,
+            telemetry_flush_timeout=telemetry_flush_timeout,
+            otlp=otlp,
         )
-        if server is not None or redis is not None:
+        if any(x is not None for x in (server, redis, telemetry_upload_url, otlp)):
             _LIVE.add(self)
         return self
 
@@ -166,6 +206,14 @@ class Client(_lowlevel.Client):
         """``get`` for asyncio code. A lookup reads memory only and never
         blocks on I/O, so it runs directly in the event loop."""
         return self.get(name, label, version, fallback)
+
+    async def aflush_telemetry(self, timeout: float = 5.0) -> bool:
+        """:meth:`flush_telemetry` for asyncio: the wait runs in the loop's
+        default executor, never in the event loop."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.flush_telemetry, timeout)
 
     def apply_snapshot(self, snapshot: Union[str, bytes, Mapping[str, Any]]) -> ApplyResult:
         """Push a snapshot (JSON text, bytes, or an already parsed dict) into

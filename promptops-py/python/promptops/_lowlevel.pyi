@@ -23,11 +23,14 @@ from promptops._types import (
     Diagnostic,
     Endpoint,
     Message,
+    ModelEntry,
     ModelPrice,
+    OtlpOptions,
     Outcome,
     SyncStatus,
     Target,
     TelemetryOptions,
+    TelemetryStats,
     TokenCountDetail,
     TokenizerInfo,
     Usage,
@@ -74,6 +77,12 @@ class Client:
         telemetry: Union[bool, TelemetryOptions, None] = None,
         providers: Optional[Mapping[str, Endpoint]] = None,
         call_options: Optional[CallOptions] = None,
+        telemetry_upload: Optional[bool] = None,
+        telemetry_upload_url: Optional[str] = None,
+        telemetry_interval: Optional[float] = None,
+        telemetry_max_batch: Optional[int] = None,
+        telemetry_flush_timeout: Optional[float] = None,
+        otlp: Union[str, OtlpOptions, None] = None,
     ) -> Self: ...
     def get(
         self,
@@ -145,6 +154,21 @@ class Client:
     def metrics_text(self) -> str:
         """Telemetry metrics in the Prometheus text format (``ConfigError``
         when telemetry is off)."""
+    def flush_telemetry(self, timeout: float = 5.0) -> bool:
+        """Export telemetry now (upload, OTLP) and wait at most ``timeout``
+        seconds (default 5), with the GIL released. ``True`` when the export
+        round finished in time (failed requests are counted in
+        ``telemetry_stats``); ``False`` without an exporter or on timeout."""
+    def telemetry_stats(self) -> TelemetryStats:
+        """Events recorded, dropped and pending, and the OTLP exporter's
+        counters (``ConfigError`` when telemetry is off)."""
+    def models(self) -> List[ModelEntry]:
+        """The model catalogue of the current snapshot (empty without one)."""
+    def estimate_cost(self, model: str, input_tokens: int, output_tokens: int) -> Optional[float]:
+        """Cost in USD with this client's prices (the catalogue's over the
+        built-in table); ``None`` for an unknown model."""
+    def model_price(self, model: str) -> ModelPrice:
+        """The price this client uses for ``model`` (``UnknownModel`` if none)."""
     def complete(
         self,
         name: str,

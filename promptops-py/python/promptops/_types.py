@@ -16,6 +16,11 @@ __all__ = [
     "Target",
     "Outcome",
     "TelemetryOptions",
+    "OtlpOptions",
+    "TelemetryStats",
+    "OtlpStats",
+    "ModelEntry",
+    "ModelHealth",
     "Endpoint",
     "CallOptions",
     "Usage",
@@ -148,7 +153,100 @@ class TelemetryOptions(TypedDict, total=False):
     the aggregates (``metrics_text``) are kept."""
     project: str
     mask_pii: bool
-    """Mask e-mail addresses, phone numbers, ... in event attributes."""
+    """Mask e-mail addresses and runs of 7+ digits (phone, card, account
+    numbers) in events. Default: masked when telemetry leaves the process
+    (upload, OTLP); ``False`` sends events as recorded."""
+
+
+class _OtlpOptionsRequired(TypedDict):
+    endpoint: str
+    """The collector's base URL (``http://127.0.0.1:4318``); ``/v1/metrics``
+    and ``/v1/traces`` are appended."""
+
+
+class OtlpOptions(_OtlpOptionsRequired, total=False):
+    """``Client(otlp=...)``: OTLP/HTTP JSON export with the OpenTelemetry
+    GenAI semantic conventions (the core's ``OtlpConfig``). A plain URL is
+    ``{"endpoint": url}``."""
+
+    headers: Mapping[str, str]
+    """Request headers (``Authorization``, ``x-api-key``, ...); their values
+    are treated as secrets."""
+    service_name: str
+    """``service.name`` of the resource (default ``promptops-app``)."""
+    timeout: float
+    """Seconds a request may take (default 10)."""
+    max_spans: int
+    """Spans held between exports (default 2048); more are dropped and
+    counted."""
+    max_spans_per_request: int
+    """Spans per request (default 512)."""
+    max_series: int
+    """Distinct metric attribute sets kept (default 2000); observations
+    beyond are counted in ``dropped_points``."""
+    metrics: bool
+    """Export metrics (default ``True``)."""
+    traces: bool
+    """Export one span per call (default ``True``)."""
+
+
+class OtlpStats(TypedDict):
+    """The OTLP exporter's counters (``TelemetryStats["otlp"]``)."""
+
+    spans_exported: int
+    spans_dropped: int
+    """Dropped because the span queue was full."""
+    spans_failed: int
+    """In requests that failed."""
+    metric_exports: int
+    metric_exports_failed: int
+    dropped_points: int
+    """Metric observations dropped at the series limit."""
+
+
+class TelemetryStats(TypedDict):
+    """``Client.telemetry_stats()``: what the recorder saw and dropped
+    (never silently)."""
+
+    recorded: int
+    dropped_queue_full: int
+    """Dropped because the record queue was full."""
+    dropped_export_full: int
+    """Dropped from the export buffer before they could be uploaded."""
+    dropped_upload_failed: int
+    """In uploads that failed."""
+    pending: int
+    """Waiting for the next upload."""
+    otlp: Optional[OtlpStats]
+    """``None`` without OTLP export."""
+
+
+class ModelHealth(TypedDict):
+    status: Literal["unknown", "healthy", "unavailable"]
+    """``unavailable``: the registry's last health check failed and routing
+    skips the model."""
+    checked_at: Optional[str]
+    """RFC 3339 time of that check."""
+    error: Optional[str]
+
+
+class ModelEntry(TypedDict):
+    """One model of the project's catalogue (``Client.models()``, the
+    core's ``ModelEntry``). Prices are USD per million tokens and override
+    the built-in table."""
+
+    model: str
+    provider: str
+    context_window: Optional[int]
+    max_output_tokens: Optional[int]
+    input_per_mtok: float
+    output_per_mtok: float
+    cached_input_per_mtok: Optional[float]
+    enabled: bool
+    """``False``: routing never picks the model."""
+    base_url: Optional[str]
+    """API base of an OpenAI-compatible server (``None``: the provider's)."""
+    health: ModelHealth
 
 
 class Endpoint(TypedDict, total=False):
