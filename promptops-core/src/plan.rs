@@ -88,9 +88,9 @@ pub struct PlanTemplate {
 pub enum PlanNode {
     /// Literal text (whitespace control already applied).
     Text { text: String },
-    /// Print a value: strings as they are; integers in decimal; `true`,
-    /// `false`; `none`. Anything else (undefined, lists, maps, floats):
-    /// abandon.
+    /// Print a value: strings as they are; integers in decimal; booleans
+    /// and none as minijinja prints them, `True`, `False`, `None`. Anything
+    /// else (undefined, lists, maps, floats): abandon.
     Emit { expr: PlanExpr },
     /// The first branch whose condition is true (truthiness below), else
     /// `otherwise`.
