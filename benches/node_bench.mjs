@@ -79,6 +79,21 @@ function setup() {
   const client = new promptops.Client({ bundle });
   const p2 = client.get('bench/t2');
   const n2 = p2[Object.getOwnPropertySymbols(p2)[0]]; // the native prompt
+  // T1 and T2 are in the portable subset: they must render in JS (plan.js),
+  // else the figures below would silently be the addon's.
+  for (const [name, vars] of [['bench/t1', t1v], ['bench/t2', t2v]]) {
+    const path = client.get(name).render(vars).renderPath;
+    if (path !== 'js') throw new Error(`${name} rendered on the ${path} path, expected js`);
+  }
+  const plans = createRequire(import.meta.url)(path.join(PKG, 'plan.js'));
+  const native2 = (vars) => {
+    promptops.setJsRender(false);
+    try {
+      return p2.render(vars);
+    } finally {
+      promptops.setJsRender(true);
+    }
+  };
 
   // Peers, compiled once (as in BASELINE.md); HTML escaping off, as prompts need.
   const hb1 = Handlebars.compile(t1, { noEscape: true });
@@ -117,7 +132,8 @@ function setup() {
     ['T2', 'mustache', '4.2.0', 'T2 render', () => Mustache.render(mu2, t2v, undefined, muOpts), t2e],
     // Where the time goes at the boundary (promptops only).
     ['B', 'promptops', 'addon', 'get only (T2)', () => client.get('bench/t2'), null],
-    ['B', 'promptops', 'addon', 'render only, vars encoded in JS (T2, the default)', () => p2.render(t2v).text, t2e],
+    ['B', 'promptops', 'addon', 'render only, in JS from the plan (T2, the default)', () => p2.render(t2v).text, t2e],
+    ['B', 'promptops', 'addon', 'render only, native: vars encoded in JS (T2, PROMPTOPS_JS_RENDER=0)', () => native2(t2v).text, t2e],
     ['B', 'promptops', 'addon', 'render, vars walked from Rust via N-API (T2)', () => n2.__renderWalk(t2v), t2e],
     ['B', 'promptops', 'addon', 'render, vars as JSON.stringify text (T2)', () => n2.__renderJson(JSON.stringify(t2v)), t2e],
     ['B', 'promptops', 'addon', 'render + inputTokens (T2)', () => p2.render(t2v).inputTokens, null],
@@ -134,7 +150,19 @@ function setup() {
     ['K', 'gpt-tokenizer', '4.0.0', 'o200k_base countTokens, no merge cache', noCache(gptO2, corpus), expectedTokens.o200k_base],
   ];
   const profile = () => {
-    // Phases of the T2 render inside the addon: [decode vars, core render, JS string].
+    // The JS path's phases: the walk over the variables (plan.js checks
+    // every value the encoder would read), then the generated render.
+    const js = plans.build(n2.plan());
+    const cpuNs = (fn, n) => {
+      for (let i = 0; i < n / 5; i++) fn();
+      const c0 = process.cpuUsage();
+      for (let i = 0; i < n; i++) fn();
+      const c = process.cpuUsage(c0);
+      return ((c.user + c.system) * 1000) / n;
+    };
+    const walkNs = cpuNs(() => plans.__walk(t2v), 200000);
+    const jsRenderNs = cpuNs(() => js(t2v), 200000);
+    // Phases of the T2 render inside the addon (the native path): [decode vars, core render, JS string].
     const enc = new (createRequire(import.meta.url)(path.join(PKG, 'encode.js')).Encoder)();
     const n = enc.encode(t2v);
     const oneByte = !/[^\u0000-\u00ff]/.test(enc.text);
@@ -152,7 +180,7 @@ function setup() {
     for (let i = 0; i < 100000; i++) enc.encode(t2v);
     const c1 = process.cpuUsage(c0);
     const encodeNs = ((c1.user + c1.system) * 1000) / 100000;
-    return { encodeNs, decodeNs: phases[0] * share, renderNs: phases[1] * share, toJsNs: phases[2] * share, share };
+    return { walkNs, jsRenderNs, encodeNs, decodeNs: phases[0] * share, renderNs: phases[1] * share, toJsNs: phases[2] * share, share };
   };
   return { cases, profile };
 }
@@ -337,6 +365,8 @@ function main() {
   }
   const byName = (g, lib) => rows.find((r) => r.group === g && r.lib === lib);
   const prof = {
+    walkNs: median(runs.map((r) => r.profile.walkNs)),
+    jsRenderNs: median(runs.map((r) => r.profile.jsRenderNs)),
     encodeNs: median(runs.map((r) => r.profile.encodeNs)),
     decodeNs: median(runs.map((r) => r.profile.decodeNs)),
     renderNs: median(runs.map((r) => r.profile.renderNs)),
@@ -364,7 +394,9 @@ function main() {
   table('T1', 'T1 (simple: 59-word text, 3 variables)', true);
   table('T2', 'T2 (rag: 427-word template, 10 chunks, if/else; 7,841 chars out)', true);
   table('B', 'Where the time goes (promptops, T2)', false);
-  L.push(`Inside one T2 render (means over 100,000 renders, median of the rounds; the Rust phases scaled by the profile run's CPU share, ${fmt(prof.share)}): encode the variables in JS ${fmt(prof.encodeNs / 1000)} µs; decode them in Rust (one copy of the text, Latin-1 here, one typed array, strings built, maps and lists as views into one tree) ${fmt(prof.decodeNs / 1000)} µs; core render (minijinja, fuel and output limits on) ${fmt(prof.renderNs / 1000)} µs; the output back as a JS string ${fmt(prof.toJsNs / 1000)} µs. The rest of \`get + render\` is the N-API call itself, the \`get\` map lookup and the \`Rendered\` object.`);
+  L.push(`Inside one T2 render on the JS path (the default; CPU time, means over 200,000 calls, median of the rounds): the walk over the variables (every value the encoder would read, checked for what only the addon handles) ${fmt(prof.walkNs / 1000)} µs, of a plan render of ${fmt(prof.jsRenderNs / 1000)} µs (walk + generated function + limit checks). The rest of \`get + render\` is the \`get\` map lookup and the \`Rendered\` object.`);
+  L.push('');
+  L.push(`Inside one T2 render on the native path (\`PROMPTOPS_JS_RENDER=0\`; means over 100,000 renders, median of the rounds; the Rust phases scaled by the profile run's CPU share, ${fmt(prof.share)}): encode the variables in JS ${fmt(prof.encodeNs / 1000)} µs; decode them in Rust (one copy of the text, Latin-1 here, one typed array, strings built, maps and lists as views into one tree) ${fmt(prof.decodeNs / 1000)} µs; core render (the core's fast path, fuel and output limits on) ${fmt(prof.renderNs / 1000)} µs; the output back as a JS string ${fmt(prof.toJsNs / 1000)} µs. The rest is the N-API call itself and the \`Rendered\` object.`);
   L.push('');
   L.push('### Token counting (corpus.txt, 20,253 bytes)');
   L.push('');

@@ -37,17 +37,24 @@
 // - any exception (a throwing getter, say): the addon then renders, and
 //   throws what it throws.
 //
-// Values follow JSON.stringify: own enumerable string-keyed properties
-// (each property a template reads is checked); undefined, functions and
-// symbols are left out of objects and are null in arrays; NaN and
-// ±Infinity are null. Before rendering, the whole of the variables is
-// walked as the encoder walks it (without copying anything), and the
-// render abandons when the encoder could fail or see something else: an
-// object with toJSON, a non-plain object, a BigInt, nesting 128 deep (a
-// cycle), a getter that throws. So the addon's path throws exactly where
-// it would have thrown had the JS path not been there. The variables are
-// read, not copied: getters are called more than once and are assumed pure,
-// as the core assumes of the objects it is given.
+// Values follow JSON.stringify: own enumerable string-keyed properties;
+// undefined, functions and symbols are left out of objects and are null in
+// arrays; NaN and ±Infinity are null. Before rendering, the whole of the
+// variables is walked as the encoder walks it (without copying anything),
+// and the render abandons when the encoder could fail or see something
+// else: an object with toJSON, a non-plain object, a BigInt, nesting 128
+// deep (a cycle), a getter that throws, an object with a non-enumerable
+// own property. So the addon's path throws exactly where it would have
+// thrown had the JS path not been there. The variables are read, not
+// copied: getters are called more than once and are assumed pure, as the
+// core assumes of the objects it is given.
+//
+// Why a plain `o[key]` is then an own enumerable property: every object
+// reached was walked and has only enumerable own string keys; its
+// prototype is Object.prototype or null; and each render first checks
+// that Object.prototype has no enumerable property and does not have any
+// of the keys the template looks up (keys Object.prototype has anyway,
+// such as `constructor`, are looked up with an explicit check instead).
 
 const ABANDONED = Symbol('promptops.abandoned');
 // What a template sees as undefined.
@@ -62,6 +69,7 @@ const ARR = Array.prototype;
 const getProto = Object.getPrototypeOf;
 const isArray = Array.isArray;
 const pe = OBJ.propertyIsEnumerable;
+const ownNames = Object.getOwnPropertyNames;
 const LONE_SURROGATE = /\p{Cs}/u;
 const wellFormed =
   typeof String.prototype.isWellFormed === 'function' ? (s) => s.isWellFormed() : (s) => !LONE_SURROGATE.test(s);
@@ -92,14 +100,19 @@ function walk(v, depth) {
     }
   } else {
     if (p !== OBJ && p !== null) throw A;
-    // for-in also visits inherited enumerable properties (a polluted
-    // Object.prototype): more than the encoder reads, never less.
+    // Object.prototype has no enumerable property (checked first), so
+    // for-in visits exactly the own enumerable keys, as Object.keys would.
+    let n = 0;
     for (const k in v) {
+      n++;
       const x = v[k];
       if (typeof x === 'object') {
         if (x !== null) walk(x, depth + 1);
       } else if (typeof x === 'bigint') throw A;
     }
+    // A non-enumerable own property would be read by `o[key]`, never by
+    // the encoder.
+    if (ownNames(v).length !== n) throw A;
   }
 }
 
@@ -242,7 +255,7 @@ function over(o, f, budget, max) {
   if (f + n >= budget || n > max) throw A;
 }
 
-const HELPERS = { U, NS, A, pe, val, item, notMap, index, truthy, str, eq, isNone, seq, over, abandon };
+const HELPERS = { U, NS, A, OBJ, pe, val, item, notMap, index, truthy, str, eq, isNone, seq, over, abandon };
 const HELPER_NAMES = Object.keys(HELPERS);
 const HELPER_VALUES = HELPER_NAMES.map((k) => HELPERS[k]);
 
@@ -259,6 +272,20 @@ class Gen {
     this.temps = 0;
     this.slots = template.slots;
     this.loops = template.loops;
+    // Keys looked up without a per-lookup check: not on Object.prototype
+    // (checked again on every render).
+    this.guarded = new Set();
+  }
+
+  /** A lookup of `k` on object `o` (both JS expressions; `o` evaluated once): its value or U. */
+  get(o, k) {
+    const v = this.temp();
+    const K = lit(k);
+    if (!(k in OBJ)) {
+      this.guarded.add(k);
+      return `((${v} = ${o}[${K}]) === undefined ? U : val(${v}))`;
+    }
+    return `((${v} = ${o}[${K}]) === undefined || !pe.call(${o}, ${K}) ? U : val(${v}))`;
   }
 
   temp() {
@@ -322,13 +349,7 @@ class Gen {
   /** A map lookup `[k]` on the value of JS expression `x`. */
   lookup(x, k, attr) {
     const o = this.temp();
-    const v = this.temp();
-    const K = lit(k);
-    return (
-      `(${o} = ${x}, typeof ${o} === 'object' && ${o} !== null && !Array.isArray(${o})` +
-      ` ? ((${v} = ${o}[${K}]) === undefined || !pe.call(${o}, ${K}) ? U : val(${v}))` +
-      ` : notMap(${o}, ${attr}))`
-    );
+    return `(${o} = ${x}, typeof ${o} === 'object' && ${o} !== null && !Array.isArray(${o}) ? ${this.get(o, k)} : notMap(${o}, ${attr}))`;
   }
 
   path(e) {
@@ -336,13 +357,9 @@ class Gen {
     let x;
     if (typeof b.root === 'string') {
       // The root is a plain object (checked on entry).
-      const v = this.temp();
-      const K = lit(b.root);
-      x = `((${v} = r[${K}]) === undefined || !pe.call(r, ${K}) ? U : val(${v}))`;
+      x = this.get('r', b.root);
     } else if (b.set !== undefined) {
-      const v = this.temp();
-      const K = lit(b.set.name);
-      x = `(s${b.set.slot} !== NS ? s${b.set.slot} : (${v} = r[${K}]) === undefined || !pe.call(r, ${K}) ? U : val(${v}))`;
+      x = `(s${b.set.slot} !== NS ? s${b.set.slot} : ${this.get('r', b.set.name)})`;
     } else if (typeof b.local === 'number') {
       x = `l${b.local}`;
     } else {
@@ -473,7 +490,9 @@ class Gen {
   source(template) {
     const body = [];
     this.block(template.nodes, body, false);
-    const head = [`let o = '';`, `let f = ${this.blockCost(template.nodes)};`];
+    const head = [];
+    if (this.guarded.size > 0) head.push(`if (${[...this.guarded].map((k) => `${lit(k)} in OBJ`).join(' || ')}) throw A;`);
+    head.push(`let o = '';`, `let f = ${this.blockCost(template.nodes)};`);
     for (let s = 0; s < this.slots; s++) head.push(`let s${s} = NS;`);
     if (this.temps > 0) head.push(`let ${Array.from({ length: this.temps }, (_, i) => `t${i}`).join(', ')};`);
     const tail = [`if (f + o.length * 3 >= B) over(o, f, B, Infinity);`, 'return o;'];
@@ -495,6 +514,7 @@ const EMPTY = Object.freeze(Object.create(null));
 
 /** The variables' root, walked: a plain object (undefined/null: empty). */
 function root(vars) {
+  for (const k in OBJ) throw A; // Object.prototype has an enumerable property
   if (vars === undefined || vars === null) return EMPTY;
   if (typeof vars !== 'object' || isArray(vars)) throw A;
   walk(vars, 0);
@@ -575,4 +595,5 @@ function renderer(planJson) {
   return r;
 }
 
-module.exports = { renderer, ABANDONED, build };
+// `__walk`: for the benchmark's phase profile.
+module.exports = { renderer, ABANDONED, build, __walk: root };

@@ -263,17 +263,63 @@ test('variables that are not a plain object', () => {
   assert.equal(client.get('t/x').render({ toJSON: () => ({ x: 'j' }) }).text, 'j');
 });
 
-test('a polluted Object.prototype is not read as data', () => {
-  const client = clientOf({ 't/p': '{{ polluted is defined }}|{{ x.polluted is defined }}' });
+test('Object.prototype: its own keys and added ones are not read as data', () => {
+  const client = clientOf({
+    't/p': '{{ polluted is defined }}|{{ x.polluted is defined }}',
+    't/name': '{{ x.name | default("no name") }}',
+    't/builtin': '{{ x.constructor is defined }}|{{ x.toString is defined }}|{{ x.__proto__ is defined }}|{{ x.hasOwnProperty is defined }}',
+    't/builtin_emit': '{{ x.constructor }}|{{ x["__proto__"] }}',
+    't/y': '{{ x.shown }}{{ x.y | default("-") }}',
+  });
   const p = client.get('t/p');
-  Object.prototype.polluted = 'p'; // eslint-disable-line no-extend-native
-  try {
-    const out = p.render({ x: {} });
-    assert.equal(out.text, 'False|False');
-    both(p, { x: {} }, 'polluted');
-  } finally {
-    delete Object.prototype.polluted;
+  // Plans are compiled on a prompt's first render: before the pollution.
+  assert.equal(client.get('t/name').render({ x: {} }).renderPath, 'js');
+  assert.equal(p.render({ x: {} }).renderPath, 'js');
+  for (const enumerable of [true, false]) {
+    Object.defineProperty(Object.prototype, 'polluted', { value: 'p', enumerable, configurable: true, writable: true });
+    try {
+      assert.equal(p.render({ x: {} }).text, 'False|False');
+      both(p, { x: {} }, `polluted, enumerable: ${enumerable}`);
+      // As many own non-enumerable properties as inherited enumerable ones.
+      const hidden = { shown: 'a' };
+      Object.defineProperty(hidden, 'y', { value: 'hidden', enumerable: false });
+      const vars = { x: hidden };
+      Object.defineProperty(vars, 'zz', { value: 1, enumerable: false });
+      both(client.get('t/y'), vars, `hidden y, polluted, enumerable: ${enumerable}`);
+      // A key the template reads, added after the plan was compiled.
+      Object.defineProperty(Object.prototype, 'name', { value: 'proto', enumerable, configurable: true, writable: true });
+      try {
+        both(client.get('t/name'), { x: {} }, 'name on the prototype');
+        both(client.get('t/name'), { x: { name: 'own' } }, 'own name');
+      } finally {
+        delete Object.prototype.name;
+      }
+    } finally {
+      delete Object.prototype.polluted;
+    }
   }
+  // Keys Object.prototype has: checked one by one.
+  const b = client.get('t/builtin');
+  assert.equal(b.render({ x: {} }).text, 'False|False|False|False');
+  assert.equal(b.render({ x: {} }).renderPath, 'js');
+  for (const x of [{}, JSON.parse('{"__proto__": "own", "constructor": "c"}'), { constructor: 'c', toString: 's', hasOwnProperty: 'h' }, Object.create(null)]) {
+    both(b, { x }, `builtin keys of ${show(x)}`);
+    both(client.get('t/builtin_emit'), { x }, `builtin keys printed, ${show(x)}`);
+  }
+  assert.equal(client.get('t/builtin_emit').render({ x: JSON.parse('{"__proto__": "own", "constructor": "c"}') }).text, 'c|own');
+});
+
+test('own properties that are not enumerable send the render to the addon', () => {
+  const client = clientOf({ 't/y': '{{ x.shown }}{{ x.y | default("-") }}', 't/z': '{{ x.shown }}' });
+  const hidden = { shown: 'a' };
+  Object.defineProperty(hidden, 'y', { value: 'hidden', enumerable: false });
+  for (const name of ['t/y', 't/z']) {
+    const p = client.get(name);
+    assert.equal(p.render({ x: hidden }).renderPath, 'native');
+    both(p, { x: hidden }, name);
+    both(p, { x: [hidden] }, `${name}, nested`);
+  }
+  assert.equal(client.get('t/y').render({ x: hidden }).text, 'a-');
 });
 
 test('output limit: same outcome on both sides of the limit', () => {
