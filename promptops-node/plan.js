@@ -264,14 +264,20 @@ const HELPER_VALUES = HELPER_NAMES.map((k) => HELPERS[k]);
 
 const lit = (v) => JSON.stringify(v);
 
+/** A slot or loop number of the plan (they become parts of identifiers). */
+function num(x) {
+  if (!isSafeInteger(x) || x < 0) throw new Error('promptops: bad plan number');
+  return x;
+}
+
 class Gen {
   constructor(template, step, budget, max) {
     this.step = step;
     this.budget = budget;
     this.max = max;
     this.temps = 0;
-    this.slots = template.slots;
-    this.loops = template.loops;
+    this.slots = num(template.slots);
+    this.loops = num(template.loops);
     // Keys looked up without a per-lookup check: not on Object.prototype
     // (checked again on every render).
     this.guarded = new Set();
@@ -359,9 +365,10 @@ class Gen {
       // The root is a plain object (checked on entry).
       x = this.get('r', b.root);
     } else if (b.set !== undefined) {
-      x = `(s${b.set.slot} !== NS ? s${b.set.slot} : ${this.get('r', b.set.name)})`;
+      const slot = num(b.set.slot);
+      x = `(s${slot} !== NS ? s${slot} : ${this.get('r', b.set.name)})`;
     } else if (typeof b.local === 'number') {
-      x = `l${b.local}`;
+      x = `l${num(b.local)}`;
     } else {
       throw new Error('promptops: bad plan path');
     }
@@ -381,8 +388,8 @@ class Gen {
       case 'path':
         return this.path(e);
       case 'loop': {
-        const i = `i${e.id}`;
-        const n = `n${e.id}`;
+        const i = `i${num(e.id)}`;
+        const n = `n${num(e.id)}`;
         switch (e.field) {
           case 'index':
             return `(${i} + 1)`;
@@ -450,7 +457,7 @@ class Gen {
           out.push(`o += str(${this.expr(node.expr)});`);
           break;
         case 'set':
-          out.push(`s${node.slot} = ${this.expr(node.expr)};`);
+          out.push(`s${num(node.slot)} = ${this.expr(node.expr)};`);
           break;
         case 'if': {
           node.branches.forEach((b, i) => {
@@ -465,7 +472,7 @@ class Gen {
           break;
         }
         case 'for': {
-          const id = node.id;
+          const id = num(node.id);
           out.push(`{ const a${id} = seq(${this.expr(node.iter)}); const n${id} = a${id}.length;`);
           if (node.otherwise.length > 0) {
             out.push(`if (n${id} === 0) {`);
@@ -473,7 +480,7 @@ class Gen {
             out.push('}');
           }
           out.push(`for (let i${id} = 0; i${id} < n${id}; i${id}++) {`);
-          out.push(`const l${node.slot} = item(a${id}[i${id}]);`);
+          out.push(`const l${num(node.slot)} = item(a${id}[i${id}]);`);
           out.push(`f += ${2 * this.step};`);
           out.push(`if (f + o.length * 3 >= B || o.length > M) over(o, f, B, M);`);
           this.block(node.body, out, true);
@@ -503,7 +510,11 @@ class Gen {
 /** `function (root) -> string` for one template of a plan. */
 function compileTemplate(template, plan) {
   const budget = plan.fuel_budget === null || plan.fuel_budget === undefined ? Infinity : Number(plan.fuel_budget);
-  const g = new Gen(template, Number(plan.fuel_step), budget, Number(plan.max_output_bytes));
+  const step = Number(plan.fuel_step);
+  const max = Number(plan.max_output_bytes);
+  // NaN would turn every limit check off.
+  if (!(budget >= 0) || !(step >= 0) || !(max >= 0)) throw new Error('promptops: bad plan limits');
+  const g = new Gen(template, step, budget, max);
   const src = g.source(template);
   // The generated code sees only the helpers above; the plan's strings
   // enter it as JSON literals.

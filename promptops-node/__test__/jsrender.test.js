@@ -540,3 +540,17 @@ test('generated templates × contexts: same results', () => {
   }
   assert.ok(js > total / 10, `only ${js} of ${total} generated renders took the JS path`);
 });
+
+test('plans the renderer cannot use are refused, not half-used', () => {
+  const { build } = require('../plan.js');
+  const text = (template, extra = {}) =>
+    JSON.stringify({ format: 1, body: { kind: 'text', template }, fuel_budget: 1000, fuel_step: 256, max_output_bytes: 100, ...extra });
+  const ok = { nodes: [{ t: 'text', text: 'hi' }], slots: 0, loops: 0 };
+  assert.equal(build(text(ok))({}), 'hi');
+  assert.equal(build(text(ok, { format: 2 })), null);
+  assert.equal(build(text(ok, { max_output_bytes: 'lots' })), null);
+  assert.equal(build(text({ ...ok, slots: '0; throw 1' })), null);
+  assert.equal(build(text({ nodes: [{ t: 'set', slot: '1; x', expr: { t: 'const', value: 1 } }], slots: 1, loops: 0 })), null);
+  assert.equal(build(text({ nodes: [{ t: 'macro' }], slots: 0, loops: 0 })), null);
+  assert.equal(build('not json'), null);
+});
