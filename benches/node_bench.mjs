@@ -97,6 +97,21 @@ function setup() {
   const routeOpts = { routeKey: 'user-42' };
   const p2 = client.get('bench/t2');
   const n2 = p2[Object.getOwnPropertySymbols(p2)[0]]; // the native prompt
+  // T1 and T2 are in the portable subset: they must render in JS (plan.js),
+  // else the figures below would silently be the addon's.
+  for (const [name, vars] of [['bench/t1', t1v], ['bench/t2', t2v]]) {
+    const path = client.get(name).render(vars).renderPath;
+    if (path !== 'js') throw new Error(`${name} rendered on the ${path} path, expected js`);
+  }
+  const plans = createRequire(import.meta.url)(path.join(PKG, 'plan.js'));
+  const native2 = (vars) => {
+    promptops.setJsRender(false);
+    try {
+      return p2.render(vars);
+    } finally {
+      promptops.setJsRender(true);
+    }
+  };
 
   // Peers, compiled once (as in BASELINE.md); HTML escaping off, as prompts need.
   const hb1 = Handlebars.compile(t1, { noEscape: true });
@@ -135,7 +150,8 @@ function setup() {
     ['T2', 'mustache', '4.2.0', 'T2 render', () => Mustache.render(mu2, t2v, undefined, muOpts), t2e],
     // Where the time goes at the boundary (promptops only).
     ['B', 'promptops', 'addon', 'get only (T2)', () => client.get('bench/t2'), null],
-    ['B', 'promptops', 'addon', 'render only, vars encoded in JS (T2, the default)', () => p2.render(t2v).text, t2e],
+    ['B', 'promptops', 'addon', 'render only, in JS from the plan (T2, the default)', () => p2.render(t2v).text, t2e],
+    ['B', 'promptops', 'addon', 'render only, native: vars encoded in JS (T2, PROMPTOPS_JS_RENDER=0)', () => native2(t2v).text, t2e],
     ['B', 'promptops', 'addon', 'render, vars walked from Rust via N-API (T2)', () => n2.__renderWalk(t2v), t2e],
     ['B', 'promptops', 'addon', 'render, vars as JSON.stringify text (T2)', () => n2.__renderJson(JSON.stringify(t2v)), t2e],
     ['B', 'promptops', 'addon', 'render + inputTokens (T2)', () => p2.render(t2v).inputTokens, null],
@@ -155,7 +171,20 @@ function setup() {
     ['R', 'promptops', 'addon', 'route (decision + T1 render)', () => client.route('bench/t1_routed', t1v, routeOpts).text, t1e],
   ];
   const profile = () => {
-    // Phases of the T2 render inside the addon: [decode vars, core render, JS string].
+    // The JS path's phases: the walk over the variables (plan.js checks
+    // every value the encoder would read), then the generated render.
+    // Wall time, as the tables (process.cpuUsage would add the GC's and
+    // the compiler's threads).
+    const js = plans.renderer(n2.plan());
+    const wallNs = (fn, n) => {
+      for (let i = 0; i < n / 5; i++) fn();
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < n; i++) fn();
+      return Number(process.hrtime.bigint() - t0) / n;
+    };
+    const walkNs = wallNs(() => plans.__walk(t2v), 200000);
+    const jsRenderNs = wallNs(() => js(t2v), 200000);
+    // Phases of the T2 render inside the addon (the native path): [decode vars, core render, JS string].
     const enc = new (createRequire(import.meta.url)(path.join(PKG, 'encode.js')).Encoder)();
     const n = enc.encode(t2v);
     const oneByte = !/[^\u0000-\u00ff]/.test(enc.text);
@@ -173,7 +202,7 @@ function setup() {
     for (let i = 0; i < 100000; i++) enc.encode(t2v);
     const c1 = process.cpuUsage(c0);
     const encodeNs = ((c1.user + c1.system) * 1000) / 100000;
-    return { encodeNs, decodeNs: phases[0] * share, renderNs: phases[1] * share, toJsNs: phases[2] * share, share };
+    return { walkNs, jsRenderNs, encodeNs, decodeNs: phases[0] * share, renderNs: phases[1] * share, toJsNs: phases[2] * share, share };
   };
   return { cases, profile };
 }
@@ -359,6 +388,8 @@ function main() {
   }
   const byName = (g, lib) => rows.find((r) => r.group === g && r.lib === lib);
   const prof = runs[0].profile && {
+    walkNs: median(runs.map((r) => r.profile.walkNs)),
+    jsRenderNs: median(runs.map((r) => r.profile.jsRenderNs)),
     encodeNs: median(runs.map((r) => r.profile.encodeNs)),
     decodeNs: median(runs.map((r) => r.profile.decodeNs)),
     renderNs: median(runs.map((r) => r.profile.renderNs)),
@@ -387,8 +418,12 @@ function main() {
   table('T1', 'T1 (simple: 59-word text, 3 variables)', true);
   table('T2', 'T2 (rag: 427-word template, 10 chunks, if/else; 7,841 chars out)', true);
   table('B', 'Where the time goes (promptops, T2)', false);
-  if (prof) L.push(`Inside one T2 render (means over 100,000 renders, median of the rounds; the Rust phases scaled by the profile run's CPU share, ${fmt(prof.share)}): encode the variables in JS ${fmt(prof.encodeNs / 1000)} µs; decode them in Rust (one copy of the text, Latin-1 here, one typed array, strings built, maps and lists as views into one tree) ${fmt(prof.decodeNs / 1000)} µs; core render (minijinja, fuel and output limits on) ${fmt(prof.renderNs / 1000)} µs; the output back as a JS string ${fmt(prof.toJsNs / 1000)} µs. The rest of \`get + render\` is the N-API call itself, the \`get\` map lookup and the \`Rendered\` object.`);
-  if (prof) L.push('');
+  if (prof) {
+    L.push(`Inside one T2 render on the JS path (the default; wall time, means over 200,000 calls, median of the rounds): the plan's renderer takes ${fmt(prof.jsRenderNs / 1000)} µs, of which the walk over the variables (every value the encoder would read, checked for what only the addon handles) ${fmt(prof.walkNs / 1000)} µs and the generated function with its limit checks the rest. The rest of \`get + render\` is the \`get\` map lookup and the \`Rendered\` object.`);
+    L.push('');
+    L.push(`Inside one T2 render on the native path (\`PROMPTOPS_JS_RENDER=0\`; means over 100,000 renders, median of the rounds; the Rust phases scaled by the profile run's CPU share, ${fmt(prof.share)}): encode the variables in JS ${fmt(prof.encodeNs / 1000)} µs; decode them in Rust (one copy of the text, Latin-1 here, one typed array, strings built, maps and lists as views into one tree) ${fmt(prof.decodeNs / 1000)} µs; core render (the core's fast path, fuel and output limits on) ${fmt(prof.renderNs / 1000)} µs; the output back as a JS string ${fmt(prof.toJsNs / 1000)} µs. The rest is the N-API call itself and the \`Rendered\` object.`);
+    L.push('');
+  }
   table('R', 'Routing (issue 7: decision overhead; `client.route(name, vars, { routeKey })` on T1, 2-target weighted policy)', false);
   if (rows.some((r) => r.group === 'K')) tokenTable();
   if (COLD_RUNS > 0) coldTable();

@@ -154,6 +154,18 @@ export declare class NativePrompt {
   /** Render with variables encoded by `index.js` (the fast path). */
   renderEncoded(text: string, ops: Float64Array, n: number, oneByte: boolean): string | ChatMessage[]
   /**
+   * The prompt's portable render plan as JSON text (see
+   * `promptops_core::plan`), or `null` when its body is not in the
+   * portable subset or it has an input schema. `plan.js` renders from
+   * it in JS.
+   */
+  plan(): string | null
+  /**
+   * Whether renders of this prompt are recorded as telemetry events (a
+   * render done in JS then reports itself with `recordRender`).
+   */
+  get telemetryEnabled(): boolean
+  /**
    * An opaque handle to this prompt for `renderFast`, the render fast
    * path (`index.js` makes one per prompt, on its first render).
    */
@@ -408,6 +420,13 @@ export interface ProviderOptions {
   /** Extra request headers (treated as secrets). */
   headers?: Record<string, string>
 }
+
+/**
+ * Record a render `plan.js` did in JS from the prompt's plan as a
+ * telemetry event, as a render in the core records itself (index.js calls
+ * it only for prompts with telemetry on). `elapsedNs`: the render's time.
+ */
+export declare function recordRender(handle: unknown, elapsedNs: number): void
 
 /**
  * `index.js` calls this once per environment with `{ CODE: Class, … }`;

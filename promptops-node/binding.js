@@ -844,6 +844,7 @@ module.exports.countTokens = nativeBinding.countTokens
 module.exports.createClient = nativeBinding.createClient
 module.exports.estimateCost = nativeBinding.estimateCost
 module.exports.openClient = nativeBinding.openClient
+module.exports.recordRender = nativeBinding.recordRender
 module.exports.registerErrorClasses = nativeBinding.registerErrorClasses
 module.exports.renderFast = nativeBinding.renderFast
 module.exports.routeBucket = nativeBinding.routeBucket

@@ -484,6 +484,11 @@ export declare class Rendered {
   readonly tokenEncoding: Encoding;
   /** Estimated input cost in USD; `null` when the model has no price. */
   readonly estimatedCostUsd: number | null;
+  /**
+   * Where it was rendered: `'js'` (from the prompt's portable plan, in JS)
+   * or `'native'` (in the addon). The output is the same either way.
+   */
+  readonly renderPath: 'js' | 'native';
   toString(): string;
   toJSON(): {
     text: string | null;
@@ -521,7 +526,10 @@ export declare class Prompt {
   variant(name: string): Prompt;
   /** The variant meant for `model`, else the version itself. */
   forModel(model: string): Prompt;
-  /** Render with `vars` (JSON.stringify semantics). */
+  /**
+   * Render with `vars` (JSON.stringify semantics). Templates in the portable
+   * subset render in JS (see `setJsRender`); the output is the addon's.
+   */
   render(vars?: Record<string, unknown> | null): Rendered;
 }
 
@@ -633,6 +641,11 @@ export declare function estimateCost(model: string, inputTokens: number, outputT
 export declare function validatePolicy(policy: string | object, options?: { prompt?: string }): ValidatedPolicy;
 /** The sticky bucket in `[0, 10000)` of `key` for a policy id and experiment. */
 export declare function routeBucket(policyId: string, experiment: string, key: string): number;
+/**
+ * Render in JS from portable plans (on unless `PROMPTOPS_JS_RENDER=0`) or
+ * always in the addon, for the whole process; returns the previous setting.
+ */
+export declare function setJsRender(enabled: boolean): boolean;
 
 export type ErrorCode =
   | 'PROMPT_NOT_FOUND'

@@ -7,6 +7,24 @@
 const { EventEmitter } = require('node:events');
 const native = require('./binding.js');
 const encoder = require('./encode.js');
+const plans = require('./plan.js');
+
+// Render in JS from the core's portable plan where a prompt has one (see
+// plan.js); PROMPTOPS_JS_RENDER=0 (or off/false/no) renders every prompt in
+// the addon. PROMPTOPS_FAST_RENDER=0 turns both this and the core's fast
+// path off (no plans are made then).
+let jsRender = !['0', 'off', 'false', 'no'].includes(String(process.env.PROMPTOPS_JS_RENDER ?? '').trim().toLowerCase());
+
+/**
+ * Turn rendering in JS from portable plans on or off for the whole process
+ * (a safety valve and for A/B measurements); overrides PROMPTOPS_JS_RENDER.
+ * Returns the previous setting.
+ */
+function setJsRender(enabled) {
+  const was = jsRender;
+  jsRender = Boolean(enabled);
+  return was;
+}
 
 // ---------------------------------------------------------------------------
 // Errors. The addon throws instances of these classes (registered below), so
@@ -105,8 +123,9 @@ native.registerErrorClasses(ERROR_CLASSES);
 class Rendered {
   #prompt;
   #tokens = null;
+  #path;
 
-  constructor(prompt, out) {
+  constructor(prompt, out, path) {
     if (typeof out === 'string') {
       this.text = out;
       this.messages = null;
@@ -115,6 +134,15 @@ class Rendered {
       this.messages = out;
     }
     this.#prompt = prompt;
+    this.#path = path;
+  }
+
+  /**
+   * Where this was rendered: `js` (from the prompt's portable plan, in this
+   * process's JS) or `native` (in the addon). The output is the same.
+   */
+  get renderPath() {
+    return this.#path;
   }
 
   /** The model config (frozen; shared by every rendering of the prompt). */
@@ -192,6 +220,8 @@ class Prompt {
   #config = undefined;
   #variants = null;
   #handle = null; // for native.renderFast, made on the first render
+  #js = undefined; // the plan's renderer (plan.js); null: none; undefined: not looked up
+  #telemetry = false;
 
   constructor(n) {
     this[NATIVE] = n;
@@ -250,6 +280,39 @@ class Prompt {
    * rendering is CPU work measured in microseconds.
    */
   render(vars) {
+    if (jsRender) {
+      const js = this.#js === undefined ? this.#jsRenderer() : this.#js;
+      if (js !== null) {
+        if (!this.#telemetry) {
+          const out = js(vars);
+          if (out !== plans.ABANDONED) return new Rendered(this, out, 'js');
+        } else {
+          const t0 = process.hrtime.bigint();
+          const out = js(vars);
+          if (out !== plans.ABANDONED) {
+            native.recordRender(this.#handle, Number(process.hrtime.bigint() - t0));
+            return new Rendered(this, out, 'js');
+          }
+        }
+      }
+    }
+    return this.#renderNative(vars);
+  }
+
+  /** The renderer of the prompt's portable plan (null when it has none); looked up once. */
+  #jsRenderer() {
+    const n = this[NATIVE];
+    const plan = n.plan();
+    const js = plan === null ? null : plans.renderer(plan);
+    if (js !== null && n.telemetryEnabled) {
+      this.#telemetry = true;
+      this.#handle ??= n.handle();
+    }
+    this.#js = js;
+    return js;
+  }
+
+  #renderNative(vars) {
     const enc = encoder.acquire();
     let out;
     try {
@@ -267,7 +330,7 @@ class Prompt {
     } finally {
       encoder.release(enc);
     }
-    return new Rendered(this, out);
+    return new Rendered(this, out, 'native');
   }
 }
 
@@ -993,5 +1056,6 @@ module.exports = {
   estimateCost,
   validatePolicy,
   routeBucket,
+  setJsRender,
   ...errors,
 };

@@ -15,6 +15,7 @@ export const {
   estimateCost,
   validatePolicy,
   routeBucket,
+  setJsRender,
   PromptOpsError,
   PromptNotFoundError,
   TemplateError,

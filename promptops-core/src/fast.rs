@@ -51,6 +51,11 @@ use minijinja::Value;
 use minijinja::machinery::ast;
 use minijinja::value::{Kwargs, ValueKind};
 
+use crate::plan::{
+    LoopFieldName, MAX_SAFE_INT, PlanBase, PlanBranch, PlanConst, PlanExpr, PlanNode, PlanStep,
+    PlanTemplate, TestName,
+};
+
 /// minijinja's map type with `preserve_order` (the type serde and
 /// `context!` build); looked up by reference without cloning.
 type ValueMap = indexmap::IndexMap<Value, Value>;
@@ -1149,4 +1154,176 @@ fn emit(v: &Value, out: &mut String) -> R<()> {
         }
         _ => Err(Abandon),
     }
+}
+
+// ---------------------------------------------------------------------------
+// Portable plans (see `crate::plan`)
+
+impl FastTemplate {
+    /// This template as a portable plan, if every part of it is in the
+    /// portable subset (see [`crate::plan`]); `None` otherwise.
+    pub fn portable(&self) -> Option<PlanTemplate> {
+        Some(PlanTemplate {
+            nodes: portable_nodes(&self.nodes)?,
+            slots: self.locals,
+            loops: self.loops,
+        })
+    }
+}
+
+/// Units one IR step is charged (for [`crate::plan::PortablePlan`]).
+pub(crate) const PLAN_STEP_UNITS: u64 = STEP;
+
+/// The fuel units at which a portable render gives up, as the fast path.
+pub(crate) fn plan_fuel_budget(fuel: Option<u64>) -> Option<u64> {
+    fuel.map(|f| f.saturating_mul(INSTR) / 2)
+}
+
+fn portable_nodes(nodes: &[Node]) -> Option<Vec<PlanNode>> {
+    nodes.iter().map(portable_node).collect()
+}
+
+fn portable_node(n: &Node) -> Option<PlanNode> {
+    Some(match n {
+        Node::Text(t) => PlanNode::Text {
+            text: t.to_string(),
+        },
+        Node::Emit(e) => PlanNode::Emit {
+            expr: portable_expr(e)?,
+        },
+        Node::If(branches, else_body) => PlanNode::If {
+            branches: branches
+                .iter()
+                .map(|(c, body)| {
+                    Some(PlanBranch {
+                        cond: portable_expr(c)?,
+                        body: portable_nodes(body)?,
+                    })
+                })
+                .collect::<Option<_>>()?,
+            otherwise: portable_nodes(else_body)?,
+        },
+        Node::For(f) => PlanNode::For {
+            slot: f.slot,
+            id: f.loop_id,
+            iter: portable_expr(&f.iter)?,
+            body: portable_nodes(&f.body)?,
+            otherwise: portable_nodes(&f.else_body)?,
+        },
+        Node::Set(slot, e) => PlanNode::Set {
+            slot: *slot,
+            expr: portable_expr(e)?,
+        },
+    })
+}
+
+/// A constant in the portable subset: strings, safe integers, booleans and
+/// none (floats print differently across languages).
+fn portable_const(v: &Value) -> Option<PlanConst> {
+    Some(match v.kind() {
+        ValueKind::String => PlanConst::Str(v.as_str()?.to_string()),
+        ValueKind::Number if v.is_integer() => {
+            let i = v.as_i64()?;
+            if !(-MAX_SAFE_INT..=MAX_SAFE_INT).contains(&i) {
+                return None;
+            }
+            PlanConst::Int(i)
+        }
+        ValueKind::Bool => PlanConst::Bool(v.is_true()),
+        ValueKind::None => PlanConst::None(()),
+        _ => return None,
+    })
+}
+
+/// A name looked up in maps. U+FFFD is left out: a key of the caller's
+/// data with an unpaired surrogate (UTF-16) becomes U+FFFD in the core and
+/// would match it there only.
+fn portable_name(name: &str) -> Option<String> {
+    (!name.contains('\u{FFFD}')).then(|| name.to_string())
+}
+
+fn portable_expr(e: &Expr) -> Option<PlanExpr> {
+    let b = |e: &Expr| portable_expr(e).map(Box::new);
+    Some(match e {
+        Expr::Const(v) => PlanExpr::Const {
+            value: portable_const(v)?,
+        },
+        Expr::Path(p) => PlanExpr::Path {
+            base: match &p.base {
+                Base::Root(key) => PlanBase::Root(portable_name(&key.name)?),
+                Base::SetVar(slot, key) => PlanBase::Set {
+                    slot: *slot,
+                    name: portable_name(&key.name)?,
+                },
+                Base::Local(slot) => PlanBase::Local(*slot),
+            },
+            steps: p
+                .steps
+                .iter()
+                .map(|s| match s {
+                    Step::Attr(key) => Some(PlanStep::Attr(portable_name(&key.name)?)),
+                    Step::Item(v) => match v.kind() {
+                        ValueKind::String => Some(PlanStep::Key(portable_name(v.as_str()?)?)),
+                        ValueKind::Number if v.is_integer() => {
+                            let i = u64::try_from(v.as_i64()?).ok()?;
+                            (i <= MAX_SAFE_INT as u64).then_some(PlanStep::Index(i))
+                        }
+                        _ => None,
+                    },
+                })
+                .collect::<Option<_>>()?,
+        },
+        Expr::Loop(id, field) => PlanExpr::Loop {
+            id: *id,
+            field: match field {
+                LoopField::Index => LoopFieldName::Index,
+                LoopField::Index0 => LoopFieldName::Index0,
+                LoopField::RevIndex => LoopFieldName::Revindex,
+                LoopField::RevIndex0 => LoopFieldName::Revindex0,
+                LoopField::First => LoopFieldName::First,
+                LoopField::Last => LoopFieldName::Last,
+                LoopField::Length => LoopFieldName::Length,
+            },
+        },
+        Expr::Not(x) => PlanExpr::Not { expr: b(x)? },
+        Expr::And(l, r) => PlanExpr::And {
+            left: b(l)?,
+            right: b(r)?,
+        },
+        Expr::Or(l, r) => PlanExpr::Or {
+            left: b(l)?,
+            right: b(r)?,
+        },
+        Expr::Cmp(CmpOp::Eq, l, r) => PlanExpr::Eq {
+            left: b(l)?,
+            right: b(r)?,
+        },
+        Expr::Cmp(CmpOp::Ne, l, r) => PlanExpr::Ne {
+            left: b(l)?,
+            right: b(r)?,
+        },
+        // Ordering of strings differs (UTF-8 bytes vs UTF-16 units).
+        Expr::Cmp(..) => return None,
+        Expr::Cond(c, t, f) => PlanExpr::Cond {
+            cond: b(c)?,
+            then: b(t)?,
+            otherwise: b(f)?,
+        },
+        Expr::Test(kind, x) => PlanExpr::Test {
+            test: match kind {
+                TestKind::Defined => TestName::Defined,
+                TestKind::Undefined => TestName::Undefined,
+                TestKind::None => TestName::None,
+            },
+            expr: b(x)?,
+        },
+        Expr::Filter(Filter::Default(v, lax), x) => PlanExpr::Default {
+            expr: b(x)?,
+            value: portable_const(v)?,
+            lax: *lax,
+        },
+        // String filters depend on Unicode tables and string lengths on the
+        // encoding; tojson, round and join print values.
+        Expr::Filter(..) => return None,
+    })
 }

@@ -27,6 +27,7 @@ pub mod export;
 pub mod fast;
 pub mod format;
 pub mod model;
+pub mod plan;
 pub mod pricing;
 pub mod prompt;
 #[cfg(feature = "providers")]
@@ -51,6 +52,7 @@ pub use model::{
     Body, Compatibility, Compliance, DEFAULT_LABEL, LATEST_LABEL, Message, MessageTemplate,
     ModelConfig, PromptData, PromptKind, PromptVersion, Variant,
 };
+pub use plan::PortablePlan;
 pub use pricing::{ModelPrice, PricingTable};
 pub use prompt::{Prompt, Rendered};
 pub use route::{

@@ -228,6 +228,65 @@ impl Prompt {
         }
     }
 
+    /// The selected body (or variant) as a portable render plan, for a
+    /// binding that renders in its own language (see [`crate::plan`]):
+    /// `None` unless every template of the body is in the portable subset
+    /// and the prompt has no input schema (validation and defaults are the
+    /// core's). Also `None` while the fast path is off, which is the valve
+    /// for every render path outside minijinja.
+    ///
+    /// A render from the plan stands for [`Prompt::render`]: when telemetry
+    /// is on ([`Prompt::telemetry_enabled`]) the binding reports it with
+    /// [`Prompt::record_plan_render`].
+    pub fn portable_plan(&self) -> Option<crate::plan::PortablePlan> {
+        use crate::plan::{PLAN_FORMAT, PlanBody, PlanMessage, PortablePlan};
+        if self.version.data.schema.is_some() {
+            return None;
+        }
+        let portable = |t: &Tmpl| t.fast.as_ref()?.portable();
+        let body = match self.body().ok()? {
+            CompiledBody::Text(t) => PlanBody::Text {
+                template: portable(t)?,
+            },
+            CompiledBody::Chat(ms) => PlanBody::Chat {
+                messages: ms
+                    .iter()
+                    .map(|(role, name, t)| {
+                        Some(PlanMessage {
+                            role: role.clone(),
+                            name: name.clone(),
+                            template: portable(t)?,
+                        })
+                    })
+                    .collect::<Option<_>>()?,
+            },
+        };
+        let limits = self.env_owner.limits();
+        Some(PortablePlan {
+            format: PLAN_FORMAT,
+            body,
+            fuel_budget: crate::fast::plan_fuel_budget(limits.fuel),
+            fuel_step: crate::fast::PLAN_STEP_UNITS,
+            max_output_bytes: limits.max_output_bytes,
+        })
+    }
+
+    /// Whether renders of this prompt are recorded as telemetry events.
+    pub fn telemetry_enabled(&self) -> bool {
+        self.telemetry.is_some()
+    }
+
+    /// Record a successful render done from [`Prompt::portable_plan`]
+    /// outside the core, taking `elapsed`, as [`Prompt::render`] records
+    /// its own (a no-op when telemetry is off). Failed renders are never
+    /// reported this way: a plan renderer gives up and lets the core render
+    /// (and record) instead.
+    pub fn record_plan_render(&self, elapsed: std::time::Duration) {
+        if let Some(t) = &self.telemetry {
+            crate::route::client::record_render_ok(t, self, elapsed);
+        }
+    }
+
     fn body(&self) -> std::result::Result<&CompiledBody, &Error> {
         match &self.variant {
             Some(v) => self.version.variants[v].body.as_ref(),

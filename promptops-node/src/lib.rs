@@ -2969,6 +2969,24 @@ impl NativePrompt {
         Ok(unknown(raw, v))
     }
 
+    /// The prompt's portable render plan as JSON text (see
+    /// `promptops_core::plan`), or `null` when its body is not in the
+    /// portable subset or it has an input schema. `plan.js` renders from
+    /// it in JS.
+    #[napi(catch_unwind)]
+    pub fn plan(&self) -> Option<String> {
+        self.prompt
+            .portable_plan()
+            .and_then(|p| serde_json::to_string(&p).ok())
+    }
+
+    /// Whether renders of this prompt are recorded as telemetry events (a
+    /// render done in JS then reports itself with `recordRender`).
+    #[napi(getter, catch_unwind)]
+    pub fn telemetry_enabled(&self) -> bool {
+        self.prompt.telemetry_enabled()
+    }
+
     /// An opaque handle to this prompt for `renderFast`, the render fast
     /// path (`index.js` makes one per prompt, on its first render).
     #[napi(catch_unwind, ts_return_type = "unknown")]
@@ -3116,6 +3134,29 @@ const FAST_PROMPT_TAG: sys::napi_type_tag = sys::napi_type_tag {
     upper: 0x7346_6173_7452_656e, // "sFastRen"
 };
 
+/// The prompt behind a handle made by `NativePrompt::handle`.
+fn fast_prompt<'a>(raw: sys::napi_env, handle: sys::napi_value) -> Result<&'a FastPrompt> {
+    let mut tagged = false;
+    check!(sys::napi_check_object_type_tag(
+        raw,
+        handle,
+        &FAST_PROMPT_TAG,
+        &mut tagged
+    ));
+    if !tagged {
+        return Err(napi::Error::new(
+            Status::InvalidArg,
+            "promptops: not a prompt handle".to_string(),
+        ));
+    }
+    let mut data = ptr::null_mut();
+    check!(sys::napi_get_value_external(raw, handle, &mut data));
+    // SAFETY: the tag proves `handle` is one of our externals, whose data is
+    // a live `FastPrompt` (freed only by its finalizer, after `handle` died;
+    // `handle` is alive for the call that passed it).
+    Ok(unsafe { &*data.cast::<FastPrompt>() })
+}
+
 /// `renderEncoded` without the class-method machinery of napi-rs (the
 /// `this` unwrap and borrow tracking cost more than the rest of the call on
 /// small prompts): the prompt comes as a type-tagged external.
@@ -3134,24 +3175,7 @@ pub fn render_fast(
     one_byte: bool,
 ) -> Result<Unknown<'static>> {
     let raw = env.raw();
-    let mut tagged = false;
-    check!(sys::napi_check_object_type_tag(
-        raw,
-        handle.raw(),
-        &FAST_PROMPT_TAG,
-        &mut tagged
-    ));
-    if !tagged {
-        return Err(napi::Error::new(
-            Status::InvalidArg,
-            "promptops: not a prompt handle".to_string(),
-        ));
-    }
-    let mut data = ptr::null_mut();
-    check!(sys::napi_get_value_external(raw, handle.raw(), &mut data));
-    // SAFETY: the tag proves `handle` is one of our externals, whose data is
-    // a live `FastPrompt` (freed only by its finalizer, after `handle` died).
-    let fp = unsafe { &*data.cast::<FastPrompt>() };
+    let fp = fast_prompt(raw, handle.raw())?;
     let vars = vars_from_encoded(raw, fp.prompt.name(), text.raw(), ops.raw(), n, one_byte)?;
     let out = fp.prompt.render(&vars).map_err(|e| js_error(raw, &e))?;
     let v = match (&out.text, &out.messages) {
@@ -3160,6 +3184,26 @@ pub fn render_fast(
         (None, None) => js_string(raw, "")?,
     };
     Ok(unknown(raw, v))
+}
+
+/// Record a render `plan.js` did in JS from the prompt's plan as a
+/// telemetry event, as a render in the core records itself (index.js calls
+/// it only for prompts with telemetry on). `elapsedNs`: the render's time.
+#[napi(
+    catch_unwind,
+    js_name = "recordRender",
+    ts_args_type = "handle: unknown, elapsedNs: number"
+)]
+pub fn record_render(env: Env, handle: Unknown<'_>, elapsed_ns: f64) -> Result<()> {
+    let fp = fast_prompt(env.raw(), handle.raw())?;
+    let ns = if elapsed_ns.is_finite() && elapsed_ns > 0.0 {
+        elapsed_ns as u64
+    } else {
+        0
+    };
+    fp.prompt
+        .record_plan_render(std::time::Duration::from_nanos(ns));
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------

@@ -428,6 +428,20 @@ pub(crate) fn record_render(
     r: &Result<Rendered>,
     elapsed: std::time::Duration,
 ) {
+    let mut ev = render_event(p, elapsed);
+    if let Err(e) = r {
+        ev.error_type = Some(Arc::from(e.kind()));
+    }
+    t.record(ev);
+}
+
+/// A successful render done outside the core (from a portable plan; see
+/// [`Prompt::record_plan_render`]): the same event as [`record_render`].
+pub(crate) fn record_render_ok(t: &Telemetry, p: &Prompt, elapsed: std::time::Duration) {
+    t.record(render_event(p, elapsed));
+}
+
+fn render_event(p: &Prompt, elapsed: std::time::Duration) -> Event {
     let mut ev = Event::new(EventKind::Render, p.name());
     ev.version = Some(p.version());
     ev.label = p.label().map(Arc::from);
@@ -436,8 +450,5 @@ pub(crate) fn record_render(
         ev.model = Some(Arc::from(m));
     }
     ev.latency_ms = Some(elapsed.as_secs_f64() * 1000.0);
-    if let Err(e) = r {
-        ev.error_type = Some(Arc::from(e.kind()));
-    }
-    t.record(ev);
+    ev
 }
