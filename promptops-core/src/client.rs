@@ -527,6 +527,18 @@ impl Client {
         s
     }
 
+    /// Wait up to `timeout` for a live source to deliver data (what
+    /// `startup_wait` does at `build`). Returns whether live data arrived;
+    /// `false` at once for a client without live sources, or once every
+    /// live source stopped (e.g. a rejected API key) or the client closed.
+    pub fn wait_ready(&self, timeout: std::time::Duration) -> bool {
+        let cfg = &self.inner.sync_cfg;
+        if cfg.server.is_none() && cfg.redis.is_none() {
+            return false;
+        }
+        self.inner.status.wait_for_live_data(timeout)
+    }
+
     /// Called whenever the overall status changes.
     pub fn on_status(&self, f: impl Fn(&crate::sync::SyncStatus) + Send + Sync + 'static) {
         self.inner.status.on_change(f)

@@ -1218,6 +1218,22 @@ impl Client {
         })
     }
 
+    /// Wait up to `timeout` seconds (GIL released) for a live source to
+    /// deliver data; whether it did.
+    #[pyo3(text_signature = "($self, timeout)")]
+    fn wait_ready(&self, py: Python<'_>, timeout: &Bound<'_, PyAny>) -> PyResult<bool> {
+        guard(py, || {
+            let t = number_arg(timeout, "timeout")?;
+            let timeout = std::time::Duration::try_from_secs_f64(t).map_err(|_| {
+                core::Error::Config(format!(
+                    "timeout must be a finite number of seconds >= 0, got {t}"
+                ))
+            })?;
+            let inner = &self.inner;
+            detached(py, || Ok(inner.wait_ready(timeout)))
+        })
+    }
+
     /// The telemetry counters: events recorded, dropped (queue full, export
     /// buffer full, failed uploads), pending, and the OTLP exporter's
     /// (`None` without OTLP). Raises `ConfigError` when telemetry is off.

@@ -325,3 +325,47 @@ def test_clients_share_the_module_runtime(registry: Registry) -> None:
     finally:
         for c in clients:
             c.close()
+
+
+def test_await_ready_keeps_the_event_loop_free(registry: Registry) -> None:
+    import asyncio
+
+    async def main() -> "tuple[bool, int, str]":
+        # startup_wait=0: the constructor returns at once; the wait for the
+        # registry's first answer is awaited, and the loop runs meanwhile.
+        client = registry.client()
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        t = asyncio.ensure_future(ticker())
+        try:
+            ok = await client.await_ready(10)
+            status = client.status
+            assert client.get(NAME).render(VARS).messages
+        finally:
+            t.cancel()
+            client.close()
+        return ok, ticks, status
+
+    ok, ticks, status = asyncio.run(main())
+    assert ok and status == "valid"
+    assert ticks >= 1
+
+
+def test_wait_ready_without_live_sources_and_bad_timeouts(tmp_path: Path) -> None:
+    client = promptops.Client(prompts_dir=tmp_path)
+    try:
+        start = time.monotonic()
+        assert client.wait_ready(5) is False  # nothing live to wait for
+        assert time.monotonic() - start < 1
+        with pytest.raises(TypeError):
+            client.wait_ready("1")  # type: ignore[arg-type]
+        with pytest.raises(promptops.ConfigError):
+            client.wait_ready(-1)
+    finally:
+        client.close()

@@ -215,6 +215,16 @@ class Client(_lowlevel.Client):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self.flush_telemetry, timeout)
 
+    async def await_ready(self, timeout: float) -> bool:
+        """:meth:`wait_ready` for asyncio: create the client with
+        ``startup_wait=0`` (the constructor then never waits for the
+        network) and ``await client.await_ready(5)`` instead; the wait runs
+        in the loop's default executor, never in the event loop."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.wait_ready, timeout)
+
     def apply_snapshot(self, snapshot: Union[str, bytes, Mapping[str, Any]]) -> ApplyResult:
         """Push a snapshot (JSON text, bytes, or an already parsed dict) into
         the store, as live sources do; listeners registered with

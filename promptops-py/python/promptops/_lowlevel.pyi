@@ -159,6 +159,11 @@ class Client:
         seconds (default 5), with the GIL released. ``True`` when the export
         round finished in time (failed requests are counted in
         ``telemetry_stats``); ``False`` without an exporter or on timeout."""
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds (GIL released) for a live source
+        to deliver data; ``True`` when it did. ``False`` at once without
+        live sources, or when every live source stopped or the client
+        closed."""
     def telemetry_stats(self) -> TelemetryStats:
         """Events recorded, dropped and pending, and the OTLP exporter's
         counters (``ConfigError`` when telemetry is off)."""
