@@ -63,7 +63,7 @@ pub use schema::InputSchema;
 pub use snapshot::{Delta, SNAPSHOT_FORMAT, SnapshotData};
 pub use store::{ApplyOutcome, Change, Store, Update};
 pub use sync::{Status, SyncStatus};
-pub use telemetry::{Telemetry, TelemetryConfig};
+pub use telemetry::{SdkLanguage, Telemetry, TelemetryConfig};
 pub use tokens::{Encoding, TokenCount};
 
 /// Turn anything serde can serialise into a template [`Value`].

@@ -163,6 +163,7 @@ test('events leave the process masked by default; maskPii: false sends them as r
     const batches = r.bodies('/v1/telemetry');
     assert.ok(batches.length > 0 && batches.every((b) => b.schema === 'promptops.telemetry.v1'));
     const kinds = new Set(batches.flatMap((b) => b.events.map((e) => e.kind)));
+    assert.deepEqual([...new Set(batches.map((b) => b.sdk.name))], ['promptops-node']);
     assert.deepEqual([...kinds].sort(), ['call', 'decision', 'render']);
     const raw = r.raw();
     for (const secret of [EMAIL, PHONE, '9123']) assert.ok(!raw.includes(secret), raw);
@@ -246,6 +247,7 @@ test('OTLP: metrics and spans with the GenAI names, headers, service name, count
     const [m] = r.bodies('/v1/metrics');
     const rm = m.resourceMetrics[0];
     assert.equal(attrsOf(rm.resource)['service.name'], 'checkout');
+    assert.equal(attrsOf(rm.resource)['telemetry.sdk.language'], 'nodejs');
     const metrics = Object.fromEntries(rm.scopeMetrics[0].metrics.map((x) => [x.name, x]));
     assert.ok(metrics['gen_ai.client.token.usage'] && metrics['gen_ai.client.operation.duration']);
     const a = attrsOf(metrics['gen_ai.client.operation.duration'].histogram.dataPoints[0]);

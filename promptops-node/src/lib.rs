@@ -1580,7 +1580,10 @@ fn build_client(opts: &ClientOptions) -> po::Result<(Client, po::provider::CallO
         b = b.limits(limits);
     }
     if let Some(t) = &opts.telemetry {
-        let mut cfg = po::TelemetryConfig::default();
+        let mut cfg = po::TelemetryConfig {
+            sdk_language: po::SdkLanguage::Node,
+            ..Default::default()
+        };
         let size = |name: &str, v: f64| {
             if v.is_finite() && v >= 1.0 && v.fract() == 0.0 {
                 Ok(v as usize)

@@ -1932,13 +1932,21 @@ fn model_price<'py>(py: Python<'py>, model: &str) -> PyResult<Bound<'py, PyDict>
 // Routing and telemetry
 // ---------------------------------------------------------------------------
 
+/// Telemetry settings by default, exports saying they come from Python.
+fn python_telemetry() -> core::TelemetryConfig {
+    core::TelemetryConfig {
+        sdk_language: core::SdkLanguage::Python,
+        ..Default::default()
+    }
+}
+
 /// `telemetry=`: `True`/`False`, or a dict of `TelemetryConfig` options.
 fn telemetry_arg(t: &Bound<'_, PyAny>) -> Res<Option<core::TelemetryConfig>> {
     if t.is_none() {
         return Ok(None);
     }
     if let Ok(b) = t.cast::<PyBool>() {
-        return Ok(b.is_true().then(core::TelemetryConfig::default));
+        return Ok(b.is_true().then(python_telemetry));
     }
     let Ok(d) = t.cast::<PyDict>() else {
         return Err(PyTypeError::new_err(format!(
@@ -1947,7 +1955,7 @@ fn telemetry_arg(t: &Bound<'_, PyAny>) -> Res<Option<core::TelemetryConfig>> {
         ))
         .into());
     };
-    let mut cfg = core::TelemetryConfig::default();
+    let mut cfg = python_telemetry();
     for (k, v) in d.iter() {
         let k: String = k.extract()?;
         match k.as_str() {

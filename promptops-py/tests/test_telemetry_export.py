@@ -193,6 +193,7 @@ def test_events_leave_masked_by_default(receiver: Receiver) -> None:
     batches = receiver.bodies("/v1/telemetry")
     assert batches and all(b["schema"] == "promptops.telemetry.v1" for b in batches)
     events = [e for b in batches for e in b["events"]]
+    assert {b["sdk"]["name"] for b in batches} == {"promptops-python"}
     assert {e["kind"] for e in events} == {"render", "decision", "call"}, events
     raw = receiver.raw()
     # No raw variable or attribute value: e-mail and phone are masked.
@@ -268,6 +269,7 @@ def test_otlp_metrics_and_spans_with_genai_names(receiver: Receiver) -> None:
     (m,) = receiver.bodies("/v1/metrics")
     rm = m["resourceMetrics"][0]
     assert attrs_of(rm["resource"])["service.name"] == "checkout"
+    assert attrs_of(rm["resource"])["telemetry.sdk.language"] == "python"
     metrics = {x["name"]: x for x in rm["scopeMetrics"][0]["metrics"]}
     assert {"gen_ai.client.token.usage", "gen_ai.client.operation.duration"} <= set(metrics)
     point = metrics["gen_ai.client.operation.duration"]["histogram"]["dataPoints"][0]

@@ -347,6 +347,7 @@ fn random_hex(n: usize) -> String {
 /// Sends the telemetry of one [`Telemetry`] to an OTLP/HTTP collector.
 pub struct OtlpExporter {
     cfg: OtlpConfig,
+    language: &'static str,
     http: reqwest::Client,
     state: Arc<State>,
 }
@@ -379,7 +380,12 @@ impl OtlpExporter {
             start_ns: unix_ns(),
         });
         tel.add_sink(state.clone());
-        Ok(OtlpExporter { cfg, http, state })
+        Ok(OtlpExporter {
+            cfg,
+            language: tel.config().sdk_language.otel_language(),
+            http,
+            state,
+        })
     }
 
     pub fn stats(&self) -> OtlpStats {
@@ -398,7 +404,7 @@ impl OtlpExporter {
         json!({"attributes": [
             {"key": "service.name", "value": {"stringValue": self.cfg.service_name}},
             {"key": "telemetry.sdk.name", "value": {"stringValue": "promptops"}},
-            {"key": "telemetry.sdk.language", "value": {"stringValue": "rust"}},
+            {"key": "telemetry.sdk.language", "value": {"stringValue": self.language}},
             {"key": "telemetry.sdk.version", "value": {"stringValue": env!("CARGO_PKG_VERSION")}},
         ]})
     }

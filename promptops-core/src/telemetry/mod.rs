@@ -267,6 +267,39 @@ pub struct TelemetryConfig {
     pub clock: Arc<dyn Clock>,
     /// Project named in batches.
     pub project: Option<String>,
+    /// The language of the SDK the app uses ([`SdkLanguage`]): exports say
+    /// `promptops-python` / `telemetry.sdk.language = python` when the
+    /// Python package records, and so on.
+    pub sdk_language: SdkLanguage,
+}
+
+/// The language front door of promptops that records telemetry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SdkLanguage {
+    #[default]
+    Rust,
+    Python,
+    Node,
+}
+
+impl SdkLanguage {
+    /// The SDK name in uploaded batches.
+    pub fn sdk_name(self) -> &'static str {
+        match self {
+            SdkLanguage::Rust => "promptops-rust",
+            SdkLanguage::Python => "promptops-python",
+            SdkLanguage::Node => "promptops-node",
+        }
+    }
+
+    /// OpenTelemetry's `telemetry.sdk.language` value.
+    pub fn otel_language(self) -> &'static str {
+        match self {
+            SdkLanguage::Rust => "rust",
+            SdkLanguage::Python => "python",
+            SdkLanguage::Node => "nodejs",
+        }
+    }
 }
 
 impl std::fmt::Debug for TelemetryConfig {
@@ -277,6 +310,7 @@ impl std::fmt::Debug for TelemetryConfig {
             .field("keep_events", &self.keep_events)
             .field("masker", &self.masker.is_some())
             .field("project", &self.project)
+            .field("sdk_language", &self.sdk_language)
             .finish()
     }
 }
@@ -290,6 +324,7 @@ impl Default for TelemetryConfig {
             masker: None,
             clock: Arc::new(SystemClock::default()),
             project: None,
+            sdk_language: SdkLanguage::Rust,
         }
     }
 }
@@ -498,7 +533,7 @@ impl Telemetry {
             schema: BATCH_SCHEMA,
             project: self.cfg.project.clone(),
             sdk: Sdk {
-                name: "promptops-rust",
+                name: self.cfg.sdk_language.sdk_name(),
                 version: env!("CARGO_PKG_VERSION"),
             },
             sent_at_ms: self.cfg.clock.unix_ms(),
