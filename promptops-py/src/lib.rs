@@ -770,7 +770,8 @@ impl Client {
         telemetry_interval=None,
         telemetry_max_batch=None,
         telemetry_flush_timeout=None,
-        otlp=None
+        otlp=None,
+        prices=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -794,6 +795,7 @@ impl Client {
         telemetry_max_batch: Option<&Bound<'_, PyAny>>,
         telemetry_flush_timeout: Option<&Bound<'_, PyAny>>,
         otlp: Option<&Bound<'_, PyAny>>,
+        prices: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         guard(py, || {
             let telemetry = match telemetry {
@@ -870,6 +872,11 @@ impl Client {
             }
             for ep in endpoints {
                 b = b.provider(ep);
+            }
+            if let Some(p) = prices.filter(|p| !p.is_none()) {
+                for price in prices_arg(p)? {
+                    b = b.price(price);
+                }
             }
             b = b.call_options(call_defaults.clone());
             // With live sources and `startup_wait`, this blocks: other
@@ -2538,6 +2545,83 @@ fn call_options_arg(d: &Bound<'_, PyAny>) -> Res<core::provider::CallOptions> {
 /// and `anthropic` start from their defaults (URL, key variable); any
 /// other name is an OpenAI-compatible server unless `protocol` says
 /// otherwise.
+/// `prices=`: a list of `ModelPrice` dicts (provider, model, input_per_mtok,
+/// output_per_mtok, and optionally cached_input_per_mtok, context_window).
+fn prices_arg(p: &Bound<'_, PyAny>) -> Res<Vec<core::ModelPrice>> {
+    if p.is_instance_of::<PyString>() || p.is_instance_of::<PyDict>() {
+        return Err(PyTypeError::new_err(format!(
+            "prices must be a list of ModelPrice dicts, not {}",
+            type_name(p)
+        ))
+        .into());
+    }
+    let seq = p.cast::<PySequence>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "prices must be a list of ModelPrice dicts, not {}",
+            type_name(p)
+        ))
+    })?;
+    let mut out = Vec::new();
+    for (i, item) in seq.try_iter()?.enumerate() {
+        let item = item?;
+        let m = item.cast::<PyMapping>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "prices[{i}] must be a dict, not {}",
+                type_name(&item)
+            ))
+        })?;
+        let mut price = core::ModelPrice {
+            provider: String::new(),
+            model: String::new(),
+            input_per_mtok: f64::NAN,
+            output_per_mtok: f64::NAN,
+            cached_input_per_mtok: None,
+            context_window: None,
+        };
+        for kv in m.items()?.iter() {
+            let (k, v): (String, Bound<'_, PyAny>) = kv.extract()?;
+            let what = format!("prices[{i}].{k}");
+            let usd = |v: &Bound<'_, PyAny>| -> Res<f64> {
+                let x = number_arg(v, &what)?;
+                if x.is_finite() && x >= 0.0 {
+                    Ok(x)
+                } else {
+                    Err(core::Error::Config(format!("{what} must be a price >= 0, got {x}")).into())
+                }
+            };
+            match k.as_str() {
+                "provider" => price.provider = any_str(&v, &what)?.into_owned(),
+                "model" => price.model = any_str(&v, &what)?.into_owned(),
+                "input_per_mtok" => price.input_per_mtok = usd(&v)?,
+                "output_per_mtok" => price.output_per_mtok = usd(&v)?,
+                "cached_input_per_mtok" if v.is_none() => {}
+                "cached_input_per_mtok" => price.cached_input_per_mtok = Some(usd(&v)?),
+                "context_window" if v.is_none() => {}
+                "context_window" => price.context_window = Some(count_arg(&v, &what)? as u64),
+                _ => {
+                    return Err(core::Error::Config(format!(
+                        "{what}: unknown field (use provider, model, input_per_mtok, \
+                         output_per_mtok, cached_input_per_mtok, context_window)"
+                    ))
+                    .into());
+                }
+            }
+        }
+        for (field, missing) in [
+            ("provider", price.provider.is_empty()),
+            ("model", price.model.is_empty()),
+            ("input_per_mtok", price.input_per_mtok.is_nan()),
+            ("output_per_mtok", price.output_per_mtok.is_nan()),
+        ] {
+            if missing {
+                return Err(core::Error::Config(format!("prices[{i}].{field} is required")).into());
+            }
+        }
+        out.push(price);
+    }
+    Ok(out)
+}
+
 fn providers_arg(p: &Bound<'_, PyAny>) -> Res<Vec<core::provider::Endpoint>> {
     use core::provider::{Endpoint, Protocol};
     let m = p.cast::<PyMapping>().map_err(|_| {

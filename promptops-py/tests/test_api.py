@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import enum
 import json
+import re
 import sys
 from pathlib import Path
 from types import MappingProxyType
@@ -327,3 +328,30 @@ def test_subclass_client(tmp_path: Path) -> None:
     assert isinstance(c, promptops.Client)
     assert c.project == "prompts"  # the directory's name
     c.extra = 1  # type: ignore[attr-defined]
+
+
+def test_prices_override_the_builtin_table(tmp_path: Path) -> None:
+    price: promptops.ModelPrice = {
+        "provider": "acme",
+        "model": "acme-small",
+        "input_per_mtok": 1.0,
+        "output_per_mtok": 2.0,
+        "cached_input_per_mtok": None,
+        "context_window": 8192,
+    }
+    c = promptops.Client(prompts_dir=tmp_path, prices=[price])
+    try:
+        assert c.model_price("acme-small")["context_window"] == 8192
+        assert c.estimate_cost("acme-small", 1_000_000, 500_000) == pytest.approx(2.0)
+    finally:
+        c.close()
+    bad = [
+        ([{"model": "m", "input_per_mtok": 1, "output_per_mtok": 1}], "prices[0].provider is required"),
+        ([dict(price, input_per_mtok=-1)], "prices[0].input_per_mtok must be a price >= 0"),
+        ([dict(price, colour="red")], "prices[0].colour: unknown field"),
+    ]
+    for prices, message in bad:
+        with pytest.raises(promptops.ConfigError, match=re.escape(message)):
+            promptops.Client(prompts_dir=tmp_path, prices=prices)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        promptops.Client(prompts_dir=tmp_path, prices=price)  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from ._types import (
     CallOptions,
     Endpoint,
     Message,
+    ModelPrice,
     OtlpOptions,
     TelemetryOptions,
 )
@@ -139,6 +140,10 @@ class Client(_lowlevel.Client):
     given there, and are never logged. ``call_options`` (:class:`CallOptions`)
     sets the default timeouts, streaming and failover of every call.
 
+    ``prices`` (a list of :class:`ModelPrice`) overrides the built-in price
+    table for cost estimates and ``cheapest`` routing; a registry's model
+    catalogue, when it has prices, overrides both.
+
     With ``strict=True`` a prompt file or bundle entry that cannot be loaded
     fails the constructor (``ParseError``, ``TemplateError``, ...); by
     default it is reported in ``diagnostics`` and the rest loads.
@@ -165,6 +170,7 @@ class Client(_lowlevel.Client):
         telemetry_max_batch: Optional[int] = None,
         telemetry_flush_timeout: Optional[float] = None,
         otlp: Union[str, OtlpOptions, None] = None,
+        prices: Optional[Sequence[ModelPrice]] = None,
     ) -> Client:
         if isinstance(startup_wait, bool) or not isinstance(startup_wait, (int, float)):
             raise TypeError(f"startup_wait must be a number, not {type(startup_wait).__name__}")
@@ -191,6 +197,7 @@ class Client(_lowlevel.Client):
             telemetry_max_batch=telemetry_max_batch,
             telemetry_flush_timeout=telemetry_flush_timeout,
             otlp=otlp,
+            prices=prices,
         )
         if any(x is not None for x in (server, redis, telemetry_upload_url, otlp)):
             _LIVE.add(self)

@@ -83,6 +83,7 @@ class Client:
         telemetry_max_batch: Optional[int] = None,
         telemetry_flush_timeout: Optional[float] = None,
         otlp: Union[str, OtlpOptions, None] = None,
+        prices: Optional[Sequence[ModelPrice]] = None,
     ) -> Self: ...
     def get(
         self,
