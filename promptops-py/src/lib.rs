@@ -614,23 +614,44 @@ fn diagnostics_list<'py>(
     Ok(list)
 }
 
+/// The mappings of a sequence `obj` (`expected`: what it should be, for the
+/// error; `item`: the name and description of an item, e.g. `("messages", "a
+/// dict")`).
+fn dicts_of<'py>(
+    obj: &Bound<'py, PyAny>,
+    expected: &str,
+    item: (&str, &str),
+) -> PyResult<Vec<Bound<'py, PyMapping>>> {
+    let seq = obj
+        .cast::<PySequence>()
+        .map_err(|_| PyTypeError::new_err(format!("{expected}, not {}", type_name(obj))))?;
+    let mut out = Vec::new();
+    for (i, it) in seq.try_iter()?.enumerate() {
+        let it = it?;
+        match it.cast_into::<PyMapping>() {
+            Ok(m) => out.push(m),
+            Err(e) => {
+                return Err(PyTypeError::new_err(format!(
+                    "{}[{i}] must be {}, not {}",
+                    item.0,
+                    item.1,
+                    type_name(e.into_inner().as_any())
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Chat messages from a list of `{"role", "content"[, "name"]}` mappings.
 fn messages_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<core::Message>> {
-    let seq = obj.cast::<PySequence>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "expected a str or a list of messages, not {}",
-            type_name(obj)
-        ))
-    })?;
+    let items = dicts_of(
+        obj,
+        "expected a str or a list of messages",
+        ("messages", "a dict with `role` and `content`"),
+    )?;
     let mut out = Vec::new();
-    for (i, item) in seq.try_iter()?.enumerate() {
-        let item = item?;
-        let m = item.cast::<PyMapping>().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "messages[{i}] must be a dict with `role` and `content`, not {}",
-                type_name(&item)
-            ))
-        })?;
+    for (i, m) in items.iter().enumerate() {
         let field = |key: &str| -> PyResult<Option<String>> {
             match m.get_item(key) {
                 Ok(v) if v.is_none() => Ok(None),
@@ -2555,21 +2576,13 @@ fn prices_arg(p: &Bound<'_, PyAny>) -> Res<Vec<core::ModelPrice>> {
         ))
         .into());
     }
-    let seq = p.cast::<PySequence>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "prices must be a list of ModelPrice dicts, not {}",
-            type_name(p)
-        ))
-    })?;
+    let items = dicts_of(
+        p,
+        "prices must be a list of ModelPrice dicts",
+        ("prices", "a dict"),
+    )?;
     let mut out = Vec::new();
-    for (i, item) in seq.try_iter()?.enumerate() {
-        let item = item?;
-        let m = item.cast::<PyMapping>().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "prices[{i}] must be a dict, not {}",
-                type_name(&item)
-            ))
-        })?;
+    for (i, m) in items.iter().enumerate() {
         let mut price = core::ModelPrice {
             provider: String::new(),
             model: String::new(),
