@@ -813,24 +813,32 @@ Versions: promptops {versions['promptops']}, jinja2 {versions['jinja2']}, miniji
 
 ## Where the time goes (profiled with callgrind during development)
 
-- **T2**: promptops copies the variables into the engine before rendering
-  (so that the render can run with the GIL released and the values cannot
-  change under it): 10 chunk dicts, ~90 values, ~5 KB of text, most of it
-  allocating and later freeing the copies. Since the core's fast render
-  path (templates in a common subset lowered to a small tree at load) the
-  render itself is ~2–3 µs, so the copy and the result `str` are now most
-  of the call; the copy holds the GIL, which is why two threads do not
-  scale on T2 yet. The `minijinja` Python package instead reads the Python
-  objects lazily during its render while holding the GIL, and so skips the
-  copy.
+- **T2** (callgrind, 12:30 UTC: 72 k instructions per get+render against
+  102 k for the `minijinja` package's render): promptops copies the
+  variables into the engine (10 chunk dicts, ~60 values, ~5 KB of text;
+  ~24 k instructions with the allocations), the core's fast path renders
+  (~19 k: the template lowered to a small tree at load, reading the
+  binding's small maps by reference), and CPython decodes the 7.8 KB
+  result into a `str` (~9 k). The `minijinja` package instead reads the
+  Python objects lazily during its render, holding the GIL.
+- **Two threads**: a T2 render keeps the GIL: handing the GIL to a waiting
+  thread and back is a futex wake-up and a context switch per hand-over,
+  which on this VM cost more than the ~6 µs render (releasing it around
+  each T2 render gave 0.7–0.85× with two threads; keeping it, 0.97×).
+  Renders with more work (fast-path templates with over 128 values or
+  16 KB of variable text, or minijinja templates with block tags) release
+  it, but the copy of the variables and the result `str` still need the
+  GIL, ~60 % of such a render, so two threads rendering T2 × 12 reach only
+  ~1.04×. Token counting holds the GIL only to borrow the text: 1.95× with
+  two threads, as tiktoken (1.97×). Scaling long renders further would
+  need a copy-free view of the Python objects that a render can read
+  without the GIL (not done).
 - **T1**: a get (a snapshot check and a dict lookup), the copy of 3 short
   variables (no heap allocation for short strings), minijinja's fixed
   per-render setup (about half of the call), the result object and the
   `str`. Without the abi3 requirement (CPython 3.9+), calls would use
   `METH_FASTCALL`; under the 3.9 limited API each call builds an argument
-  tuple (a few percent of T1). Small renders without block tags run
-  without releasing the GIL (releasing and re-taking it would cost more than
-  the render); everything else releases it.
+  tuple (a few percent of T1). T1 keeps the GIL.
 - **Tokens**: the counter is the core's; the binding adds a borrow of the
   str's UTF-8 buffer and releases the GIL. Counting the same corpus over
   and over keeps the core's piece cache warm (as tiktoken's own figures
