@@ -331,3 +331,43 @@ test('close() ends calls in flight, and a pending stream does not keep the proce
   assert.equal(out.trim(), 'ended: CONFIG_ERROR');
   assert.ok(Date.now() - t0 < 10000, `exited promptly (${Date.now() - t0} ms)`);
 });
+
+test('complete from worker threads: each worker has its own client, calls run at once', async () => {
+  const { Worker } = require('node:worker_threads');
+  const model = 'gpt-4.1-nano';
+  await mock.setDefault(model, { kind: 'ok', text: 'from the mock', delay_ms: 500 });
+  const worker = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    const { Client } = require(workerData.pkg);
+    const c = new Client({ project: 'p', providers: { openai: { baseUrl: workerData.url, apiKey: 'k' } } });
+    c.apply(workerData.snapshot);
+    Promise.all([0, 1, 2].map((i) => c.complete('support/reply', { company: 'W' + workerData.id, order: String(i) })))
+      .then((rs) => { c.close(); parentPort.postMessage({ texts: rs.map((r) => r.text), models: rs.map((r) => r.target.model) }); })
+      .catch((e) => { c.close(); parentPort.postMessage({ error: e.code + ': ' + e.message }); });
+  `;
+  const snap = snapshot({ strategy: 'failover', targets: [target(model)] });
+  const before = await mock.count(model);
+  const t0 = Date.now();
+  const results = await Promise.all(
+    [0, 1, 2, 3].map(
+      (id) =>
+        new Promise((resolve, reject) => {
+          const w = new Worker(worker, { eval: true, workerData: { pkg: PKG, url: mock.url, snapshot: snap, id } });
+          w.once('message', (m) => {
+            resolve(m);
+            w.terminate();
+          });
+          w.once('error', reject);
+        }),
+    ),
+  );
+  const elapsed = Date.now() - t0;
+  for (const r of results) {
+    assert.equal(r.error, undefined);
+    assert.deepEqual(r.texts, ['from the mock', 'from the mock', 'from the mock']);
+    assert.deepEqual(r.models, [model, model, model]);
+  }
+  // 12 calls of 500 ms each: concurrently, not one after another (6 s).
+  assert.ok(elapsed < 4000, `calls overlapped (${elapsed} ms)`);
+  assert.equal((await mock.count(model)) - before, 12);
+});
