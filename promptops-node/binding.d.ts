@@ -298,6 +298,11 @@ export interface ClientOptions {
    * conventions).
    */
   otlp?: OtlpOptions
+  /**
+   * Prices over the built-in table (a registry's model catalogue, when
+   * it has prices, wins over both).
+   */
+  prices?: Array<PriceOptions>
 }
 
 /** Per-call settings (`client.complete` / `client.stream` options). */
@@ -393,6 +398,16 @@ export interface OutcomeInput {
 }
 
 /** One effective change of what a label serves. */
+/** A model's price, USD per million tokens (`prices` option). */
+export interface PriceOptions {
+  provider: string
+  model: string
+  inputPerMtok: number
+  outputPerMtok: number
+  cachedInputPerMtok?: number
+  contextWindow?: number
+}
+
 export interface PromptChange {
   prompt: string
   label: string

@@ -81,6 +81,11 @@ export interface ClientOptions {
    * semantic conventions): the collector's base URL, or options.
    */
   otlp?: string | URL | OtlpOptions;
+  /**
+   * Prices over the built-in table, for cost estimates and `cheapest`
+   * routing (a registry's model catalogue, when it has prices, wins).
+   */
+  prices?: Array<Pick<ModelPrice, 'provider' | 'model' | 'inputPerMtok' | 'outputPerMtok'> & Partial<Pick<ModelPrice, 'cachedInputPerMtok' | 'contextWindow'>>>;
 }
 
 /** OTLP/HTTP JSON export (`/v1/metrics` and `/v1/traces` are appended to `endpoint`). */

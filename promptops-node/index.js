@@ -358,6 +358,7 @@ const OPTION_KEYS = [
   'telemetryMaxBatch',
   'telemetryFlushTimeoutMs',
   'otlp',
+  'prices',
   'providers',
   'call',
 ];
@@ -433,6 +434,28 @@ function otlpOptions(o) {
   return out;
 }
 
+const PRICE_KEYS = new Set(['provider', 'model', 'inputPerMtok', 'outputPerMtok', 'cachedInputPerMtok', 'contextWindow']);
+
+/** `prices`: an array of `ModelPrice` objects, checked for unknown keys. */
+function pricesOptions(v) {
+  if (!Array.isArray(v)) throw new TypeError('promptops: prices must be an array of ModelPrice objects');
+  return v.map((p, i) => {
+    if (typeof p !== 'object' || p === null) throw new TypeError(`promptops: prices[${i}] must be an object`);
+    const out = {};
+    for (const [k, x] of Object.entries(p)) {
+      if (!PRICE_KEYS.has(k)) {
+        throw new ConfigError(`prices[${i}].${k}: unknown field (${[...PRICE_KEYS].join(', ')})`, { kind: 'CONFIG_ERROR' });
+      }
+      if (x === undefined || x === null) continue;
+      out[k] = k === 'provider' || k === 'model' ? String(x) : Number(x);
+    }
+    for (const k of ['provider', 'model', 'inputPerMtok', 'outputPerMtok']) {
+      if (out[k] === undefined) throw new ConfigError(`prices[${i}].${k} is required`, { kind: 'CONFIG_ERROR' });
+    }
+    return out;
+  });
+}
+
 function nativeOptions(options) {
   if (options === undefined || options === null) return {};
   if (typeof options !== 'object') throw new TypeError('promptops: Client options must be an object');
@@ -448,6 +471,7 @@ function nativeOptions(options) {
     } else if (k === 'providers') out[k] = providersOptions(v);
     else if (k === 'call') out[k] = callSettings(v);
     else if (k === 'otlp') out[k] = otlpOptions(v);
+    else if (k === 'prices') out[k] = pricesOptions(v);
     else if (NUMBER_OPTIONS.has(k)) out[k] = Number(v);
     else if (k === 'strict' || k === 'telemetryUpload') out[k] = Boolean(v);
     else out[k] = v instanceof URL ? v.href : String(v);

@@ -399,3 +399,28 @@ test('bad option values throw ConfigError naming the option', () => {
     );
   }
 });
+
+test('prices override the built-in table; bad entries throw ConfigError naming the field', () => {
+  const price = { provider: 'acme', model: 'acme-small', inputPerMtok: 1, outputPerMtok: 2, contextWindow: 8192 };
+  const c = new Client({ prices: [price] });
+  try {
+    assert.deepEqual(c.modelPrice('acme-small'), { ...price, cachedInputPerMtok: null });
+    assert.equal(c.estimateCost('acme-small', 1_000_000, 500_000), 2);
+  } finally {
+    c.close();
+  }
+  const bad = [
+    [[{ model: 'm', inputPerMtok: 1, outputPerMtok: 1 }], 'prices[0].provider is required'],
+    [[{ ...price, inputPerMtok: -1 }], 'prices[0].inputPerMtok must be a price >= 0'],
+    [[{ ...price, contextWindow: 1.5 }], 'prices[0].contextWindow must be a whole number >= 1'],
+    [[{ ...price, colour: 'red' }], 'prices[0].colour: unknown field'],
+  ];
+  for (const [prices, message] of bad) {
+    assert.throws(
+      () => new Client({ prices }),
+      (e) => e instanceof ConfigError && e.code === 'CONFIG_ERROR' && e.message.includes(message),
+      message,
+    );
+  }
+  assert.throws(() => new Client({ prices: price }), TypeError);
+});

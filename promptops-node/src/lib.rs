@@ -1243,6 +1243,61 @@ pub struct ClientOptions {
     /// OTLP/HTTP JSON export of metrics and spans (GenAI semantic
     /// conventions).
     pub otlp: Option<OtlpOptions>,
+    /// Prices over the built-in table (a registry's model catalogue, when
+    /// it has prices, wins over both).
+    pub prices: Option<Vec<PriceOptions>>,
+}
+
+/// A model's price, USD per million tokens (`prices` option).
+#[napi(object)]
+#[derive(Default, Clone)]
+pub struct PriceOptions {
+    pub provider: String,
+    pub model: String,
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    pub cached_input_per_mtok: Option<f64>,
+    pub context_window: Option<f64>,
+}
+
+/// A `prices` entry, checked.
+fn model_price(i: usize, p: &PriceOptions) -> po::Result<po::ModelPrice> {
+    let usd = |field: &str, v: f64| {
+        if v.is_finite() && v >= 0.0 {
+            Ok(v)
+        } else {
+            Err(po::Error::Config(format!(
+                "prices[{i}].{field} must be a price >= 0, got {v}"
+            )))
+        }
+    };
+    for (field, v) in [("provider", &p.provider), ("model", &p.model)] {
+        if v.is_empty() {
+            return Err(po::Error::Config(format!(
+                "prices[{i}].{field} is required"
+            )));
+        }
+    }
+    let context_window = match p.context_window {
+        None => None,
+        Some(w) if w.is_finite() && w >= 1.0 && w.fract() == 0.0 => Some(w as u64),
+        Some(w) => {
+            return Err(po::Error::Config(format!(
+                "prices[{i}].contextWindow must be a whole number >= 1, got {w}"
+            )));
+        }
+    };
+    Ok(po::ModelPrice {
+        provider: p.provider.clone(),
+        model: p.model.clone(),
+        input_per_mtok: usd("inputPerMtok", p.input_per_mtok)?,
+        output_per_mtok: usd("outputPerMtok", p.output_per_mtok)?,
+        cached_input_per_mtok: p
+            .cached_input_per_mtok
+            .map(|v| usd("cachedInputPerMtok", v))
+            .transpose()?,
+        context_window,
+    })
 }
 
 /// OTLP/HTTP JSON export settings (`otlp: 'http://…'` is `{ endpoint }`).
@@ -1616,6 +1671,9 @@ fn build_client(opts: &ClientOptions) -> po::Result<(Client, po::provider::CallO
             )));
         }
         b = b.telemetry_export(export_options(opts)?);
+    }
+    for (i, p) in opts.prices.iter().flatten().enumerate() {
+        b = b.price(model_price(i, p)?);
     }
     if let Some(ps) = &opts.providers {
         let mut names: Vec<_> = ps.keys().collect();
