@@ -326,7 +326,11 @@ export interface RouteEstimate {
   fits: boolean;
 }
 
-/** What `client.route` returns (frozen): the decision and the prompt rendered for its target. */
+/**
+ * What `client.route` returns: the decision and the prompt rendered for its
+ * target, as a frozen plain object (its nested objects and arrays frozen
+ * too; decisions share their `target`, `fallbacks` entries and `config`).
+ */
 export interface Decision {
   readonly target: Readonly<RouteTarget>;
   /** Why this target, in words. */
