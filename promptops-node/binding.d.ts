@@ -71,9 +71,17 @@ export declare class NativeClient {
   applySnapshotAsync(json: string): Promise<{ applied: boolean; revision: number; hash: string; changes: PromptChange[] }>
   /**
    * Stop live delivery and change deliveries, and refuse further
-   * lookups. Idempotent.
+   * lookups. Idempotent. Waits (blocking) for the last telemetry export
+   * round, at most `telemetryFlushTimeoutMs`.
    */
   close(): void
+  /**
+   * `close()` with the core's part (the last telemetry export round,
+   * stopping live delivery) on the libuv thread pool: the client refuses
+   * lookups and sends no more events at once; the promise resolves when
+   * the core is closed.
+   */
+  closeAsync(): Promise<void>
   /**
    * Estimated cost in USD with this client's price table (`null` for an
    * unknown model).

@@ -900,10 +900,31 @@ class Client extends EventEmitter {
     return this.#native.modelPrice(String(model));
   }
 
-  /** Stop live delivery and change events, and refuse further lookups. Idempotent. */
+  /**
+   * Stop live delivery and change events, and refuse further lookups.
+   * Idempotent. With telemetry export on, a last export round runs first
+   * and `close()` waits for it, blocking the event loop, at most
+   * `telemetryFlushTimeoutMs`: prefer `await closeAsync()` then.
+   */
   close() {
     this.#native.close();
     this.#prompts.clear();
+  }
+
+  /**
+   * `close()` without blocking the event loop: the client refuses lookups
+   * and emits no events from the call on; the last telemetry export round
+   * (at most `telemetryFlushTimeoutMs`) and stopping live delivery run on
+   * the libuv thread pool, and the promise resolves when they are done.
+   */
+  closeAsync() {
+    try {
+      const done = this.#native.closeAsync();
+      this.#prompts.clear();
+      return done;
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 }
 

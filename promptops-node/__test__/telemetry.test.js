@@ -334,7 +334,7 @@ test('route records the same events when it renders in JS as when it renders nat
       // A render that fails records its error and no decision.
       assert.throws(() => c.route('support/reply', {}, { routeKey: 'x' }), { code: 'VARIABLE_ERROR' });
       assert.equal(await c.flushTelemetry(), true);
-      c.close();
+      await c.closeAsync();
       // Leave out what differs between any two runs: times.
       return r.bodies('/v1/telemetry').flatMap((b) => b.events.map(({ ts_ms, latency_ms, ...e }) => (e.kind === 'render' ? e : { ...e, latency_ms })));
     } finally {
@@ -352,6 +352,30 @@ test('route records the same events when it renders in JS as when it renders nat
     // Pinned versions and variants show up in the render and decision events.
     assert.ok(js.some((e) => e.kind === 'render' && e.version === 7 && e.label === null));
     assert.ok(js.some((e) => e.kind === 'decision' && e.variant === 'claude' && e.model === 'claude-haiku-4-5'));
+  } finally {
+    await r.close();
+  }
+});
+
+test('closeAsync: the last export round runs off the event loop', async () => {
+  const r = await startReceiver({ delayMs: 400 });
+  try {
+    const c = localClient({ telemetry: true, telemetryUploadUrl: r.url, telemetryIntervalMs: 3_600_000, telemetryFlushTimeoutMs: 10_000 });
+    routedCall(c);
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 10);
+    const done = c.closeAsync();
+    // Closed at once: lookups are refused before the promise settles.
+    assert.throws(() => c.get('support/reply'), ConfigError);
+    assert.equal(c.status, 'off');
+    await done;
+    clearInterval(timer);
+    assert.ok(ticks >= 10, `only ${ticks} ticks during a 0.4 s export`);
+    // The receiver, on this event loop, could answer: the round completed.
+    const batches = r.bodies('/v1/telemetry');
+    assert.equal(batches.flatMap((b) => b.events).length, 4);
+    await c.closeAsync(); // idempotent
+    c.close();
   } finally {
     await r.close();
   }

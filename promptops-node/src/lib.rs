@@ -1734,6 +1734,23 @@ impl NativeClient {
         }
     }
 
+    /// What `close` does on the JS thread: refuse lookups, end calls in
+    /// flight, release the change and status callbacks.
+    fn begin_close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        // Calls in flight end now (their callbacks are released, so a
+        // pending call never keeps the process alive after `close()`).
+        self.shared.close_signal.send_replace(true);
+        if let Ok(mut guard) = self.shared.listener.lock()
+            && let Some(tsfn) = guard.take()
+        {
+            drop(tsfn); // the last reference: releases the function
+        }
+        if let Ok(mut guard) = self.shared.status_listener.lock() {
+            drop(guard.take());
+        }
+    }
+
     fn check_open(&self, env: &Env) -> Result<()> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(config_error(env.raw(), "this client is closed"));
@@ -2060,22 +2077,24 @@ impl NativeClient {
     }
 
     /// Stop live delivery and change deliveries, and refuse further
-    /// lookups. Idempotent.
+    /// lookups. Idempotent. Waits (blocking) for the last telemetry export
+    /// round, at most `telemetryFlushTimeoutMs`.
     #[napi(catch_unwind)]
     pub fn close(&self) {
-        self.shared.closed.store(true, Ordering::Release);
-        // Calls in flight end now (their callbacks are released, so a
-        // pending call never keeps the process alive after `close()`).
-        self.shared.close_signal.send_replace(true);
+        self.begin_close();
         self.client.close();
-        if let Ok(mut guard) = self.shared.listener.lock()
-            && let Some(tsfn) = guard.take()
-        {
-            drop(tsfn); // the last reference: releases the function
-        }
-        if let Ok(mut guard) = self.shared.status_listener.lock() {
-            drop(guard.take());
-        }
+    }
+
+    /// `close()` with the core's part (the last telemetry export round,
+    /// stopping live delivery) on the libuv thread pool: the client refuses
+    /// lookups and sends no more events at once; the promise resolves when
+    /// the core is closed.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn close_async(&self) -> AsyncTask<CloseClient> {
+        self.begin_close();
+        AsyncTask::new(CloseClient {
+            client: self.client.clone(),
+        })
     }
 
     /// Estimated cost in USD with this client's price table (`null` for an
@@ -2378,6 +2397,27 @@ fn model_json(m: &po::ModelEntry) -> serde_json::Value {
             "error": m.health.error,
         },
     })
+}
+
+/// The core's part of `closeAsync` off the event loop: the last export
+/// round waits up to `telemetryFlushTimeoutMs`.
+pub struct CloseClient {
+    client: Client,
+}
+
+impl Task for CloseClient {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.client.close())).map_err(
+            |_| napi::Error::from_reason("promptops: internal error (panic) while closing"),
+        )
+    }
+
+    fn resolve(&mut self, _env: Env, _output: Self::Output) -> Result<Self::JsValue> {
+        Ok(())
+    }
 }
 
 /// `flushTelemetry` off the event loop: the core's flush blocks its thread
