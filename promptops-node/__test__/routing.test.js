@@ -413,6 +413,24 @@ test('route: a getter of the variables may route again', () => {
   client.close();
 });
 
+test('route: sticky keys of any length and script keep the shared bucket', () => {
+  const c = doc.sticky[0];
+  const client = clientWith(stickyPrompt(c.prompt, c.policy));
+  const policyId = c.policy.id ?? c.prompt;
+  const experiment = c.policy.experiment ?? 'default';
+  for (const n of [0, 1, 200, 250, 251, 252, 253, 254, 255, 256, 300, 1000]) {
+    for (const unit of ['k', 'é', '€', '😀']) {
+      const key = unit.repeat(n);
+      const d = client.route(c.prompt, { name: 'Dana' }, { routeKey: key });
+      assert.equal(d.bucket, routeBucket(policyId, experiment, key), `${n} × ${unit}`);
+      // Shifted by one byte, so that every split point near the end occurs.
+      const key2 = `a${key}`;
+      assert.equal(client.route(c.prompt, { name: 'Dana' }, { routeKey: key2 }).bucket, routeBucket(policyId, experiment, key2));
+    }
+  }
+  client.close();
+});
+
 test('route: a new snapshot with the same version number renders the new template', () => {
   const client = clientWith([
     { name: 'demo/p', versions: [{ version: 1, type: 'text', template: 'old {{ name }}', config: { provider: 'openai', model: 'gpt-4o-mini' } }], labels: { production: 1 } },

@@ -2789,6 +2789,39 @@ struct PolicyInfo<'a>(
 /// A target in `PolicyInfo`: id, provider, model, variant, version.
 type TargetTuple<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Option<u32>);
 
+/// Strings up to this many UTF-8 bytes (less one) are read in one N-API
+/// call into a buffer on the stack (`short_string`).
+const SHORT_STRING: usize = 256;
+
+/// A JS string argument: short ones in one N-API call into `buf` (napi-rs'
+/// `String` asks for the length first, which walks the string, then copies
+/// into a new allocation), longer ones as napi-rs reads them.
+fn short_string<'b>(
+    env: sys::napi_env,
+    v: sys::napi_value,
+    buf: &'b mut [u8; SHORT_STRING],
+) -> Result<std::borrow::Cow<'b, str>> {
+    let mut len = 0usize;
+    check!(sys::napi_get_value_string_utf8(
+        env,
+        v,
+        buf.as_mut_ptr().cast(),
+        SHORT_STRING,
+        &mut len
+    ));
+    // N-API writes whole characters only (lone surrogates replaced), at
+    // most SHORT_STRING - 1 bytes: a string that did not fit filled the
+    // buffer to within 3 bytes (the longest character is 4).
+    if len + 4 < SHORT_STRING {
+        return std::str::from_utf8(&buf[..len])
+            .map(std::borrow::Cow::Borrowed)
+            .map_err(|e| napi::Error::from_reason(e.to_string()));
+    }
+    // SAFETY: `v` is a live value of this call, a string (checked above).
+    let s = unsafe { <String as napi::bindgen_prelude::FromNapiValue>::from_napi_value(env, v) }?;
+    Ok(std::borrow::Cow::Owned(s))
+}
+
 /// Decide how `name` is routed without rendering (`Client::route_decide`):
 /// the reason, with the numbers in `out` (see `OUT_*`); the choice waits in
 /// the slot of `depth`. `null` when the strategy renders every target to decide
@@ -2803,8 +2836,8 @@ type TargetTuple<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Option<u32>)
 pub fn route_decide(
     env: Env,
     client: Unknown<'_>,
-    name: String,
-    key: Option<String>,
+    name: Unknown<'_>,
+    key: Unknown<'_>,
     label: Option<String>,
     attributes: Option<std::collections::HashMap<String, String>>,
     out: Unknown<'_>,
@@ -2812,6 +2845,12 @@ pub fn route_decide(
 ) -> Result<Unknown<'static>> {
     let raw = env.raw();
     let fc = from_tagged::<FastClient>(raw, client.raw(), &FAST_CLIENT_TAG)?;
+    let mut buf = [0u8; SHORT_STRING];
+    let name = short_string(raw, name.raw(), &mut buf)?;
+    let key = match key.get_type()? {
+        napi::ValueType::Undefined | napi::ValueType::Null => None,
+        _ => Some(short_string(raw, key.raw(), &mut [0u8; SHORT_STRING])?.into_owned()),
+    };
     if fc.shared.closed.load(Ordering::Acquire) {
         return Err(config_error(raw, "this client is closed"));
     }
