@@ -483,12 +483,13 @@ export declare function routeInfo(handle: unknown): string
 export declare function routePolicy(client: unknown, depth: number): string
 
 /**
- * The target's prompt of a decision was rendered in JS from its plan,
- * taking `elapsedNs`: record the render and the decision events
- * (`RouteChoice::record_plan_render`; `index.js` calls it only when
- * telemetry is on).
+ * The target's prompt of the decision in the slot of `depth` was
+ * rendered in JS from its plan, taking `elapsedNs`: record the render and
+ * the decision events (`RouteChoice::record_plan_render`; `index.js` calls
+ * it only when telemetry is on, right after the render, which runs routes
+ * it starts at the next depth).
  */
-export declare function routeRecordPlan(handle: unknown, elapsedNs: number): void
+export declare function routeRecordPlan(client: unknown, depth: number, elapsedNs: number): void
 
 /**
  * Render the target's prompt of a decision natively with variables
@@ -499,7 +500,7 @@ export declare function routeRender(handle: unknown, text: string, ops: Float64A
 
 /**
  * The decision waiting in the slot of `depth`, taken out as a route
- * handle (for `routeRender`, `routeRecordPlan`, `routeInfo`, `record`).
+ * handle (for `routeRender`, `routeInfo`, `record`).
  */
 export declare function routeTake(client: unknown, depth: number): unknown
 

@@ -662,23 +662,25 @@ class Client extends EventEmitter {
       fallbacks = Object.freeze(f);
     }
     const js = jsRender ? body.render : null;
-    // The decision as a handle, where one is needed: for telemetry, a
-    // native render or an uncommon decision (else `record` rebuilds it).
-    let handle = telemetry || js === null || uncommon ? native.routeTake(client, depth) : null;
+    // The decision as a handle where one is needed: a native render or an
+    // uncommon decision (else `record` rebuilds it).
+    let handle = js === null || uncommon ? native.routeTake(client, depth) : null;
     let o = plans.ABANDONED;
     if (js !== null) {
+      // Routes started by getters of `vars` use the next slot.
       this.#routeDepth = depth + 1;
       try {
         if (!telemetry) o = js(vars);
         else {
           const t0 = process.hrtime.bigint();
           o = js(vars);
-          if (o !== plans.ABANDONED) native.routeRecordPlan(handle, Number(process.hrtime.bigint() - t0));
+          if (o !== plans.ABANDONED) native.routeRecordPlan(client, depth, Number(process.hrtime.bigint() - t0));
         }
       } finally {
         this.#routeDepth = depth;
       }
     }
+    // Taken before the variables are encoded: the encoder reads them again.
     if (o === plans.ABANDONED) o = routeRenderNative((handle ??= native.routeTake(client, depth)), vars);
     let text = null;
     let messages = null;

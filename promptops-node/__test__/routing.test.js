@@ -413,6 +413,37 @@ test('route: a getter of the variables may route again', () => {
   client.close();
 });
 
+test('route: with telemetry, a route started by a getter records its own events', () => {
+  const prompt = (name, template) => ({
+    name,
+    versions: [{ version: 1, type: 'text', template, config: { provider: 'openai', model: 'gpt-4o-mini' } }],
+    labels: { production: 1 },
+  });
+  const client = clientWith([prompt('demo/outer', 'Hello {{ name }}'), prompt('demo/inner', 'Q {{ name }}')], { telemetry: true });
+  const vars = {
+    get name() {
+      client.route('demo/inner', { name: 'i' });
+      return 'x';
+    },
+  };
+  const d = client.route('demo/outer', vars);
+  assert.equal(d.text, 'Hello x');
+  assert.equal(d.prompt, 'demo/outer');
+  client.record(d, { ok: true, latencyMs: 5 });
+  const text = client.metricsText();
+  const count = (metric, name) => {
+    const m = text.match(new RegExp(`^${metric}\\{promptops_prompt_name="${name.replace('/', '\\/')}"[^}]*\\} (\\d+)$`, 'm'));
+    return m === null ? 0 : Number(m[1]);
+  };
+  // The plan path reads the getter twice (the walk, then the render).
+  assert.equal(count('promptops_renders_total', 'demo/outer'), 1, text);
+  assert.equal(count('promptops_route_decisions_total', 'demo/outer'), 1, text);
+  assert.equal(count('promptops_renders_total', 'demo/inner'), 2, text);
+  assert.equal(count('promptops_route_decisions_total', 'demo/inner'), 2, text);
+  assert.equal(client.telemetryStats().recorded, 7);
+  client.close();
+});
+
 test('route: sticky keys of any length and script keep the shared bucket', () => {
   const c = doc.sticky[0];
   const client = clientWith(stickyPrompt(c.prompt, c.policy));

@@ -2578,8 +2578,8 @@ fn target_json(t: &po::route::Target) -> serde_json::Value {
 // loop turns): the choice waits in the client handle's slot for the call's
 // depth (a route started from a getter of the variables uses the next one)
 // until the next decision there. `index.js` takes it out as a route handle
-// when it needs it (`routeTake`: telemetry, a native render, an uncommon
-// decision), asks for what it caches on a miss (`routeTarget`,
+// when it needs one (`routeTake`: a native render, an uncommon decision),
+// asks for what it caches on a miss (`routeTarget`,
 // `routeTemplate`), renders the target's prompt from its portable plan and
 // reports that render with `routeRecordPlan` when telemetry is on, or renders
 // natively with `routeRender`. Either way the core records the same render
@@ -2893,7 +2893,7 @@ pub fn route_decide(
 }
 
 /// The decision waiting in the slot of `depth`, taken out as a route
-/// handle (for `routeRender`, `routeRecordPlan`, `routeInfo`, `record`).
+/// handle (for `routeRender`, `routeInfo`, `record`).
 #[napi(
     catch_unwind,
     js_name = "routeTake",
@@ -3052,25 +3052,31 @@ pub fn route_decision(
     ))
 }
 
-/// The target's prompt of a decision was rendered in JS from its plan,
-/// taking `elapsedNs`: record the render and the decision events
-/// (`RouteChoice::record_plan_render`; `index.js` calls it only when
-/// telemetry is on).
+/// The target's prompt of the decision in the slot of `depth` was
+/// rendered in JS from its plan, taking `elapsedNs`: record the render and
+/// the decision events (`RouteChoice::record_plan_render`; `index.js` calls
+/// it only when telemetry is on, right after the render, which runs routes
+/// it starts at the next depth).
 #[napi(
     catch_unwind,
     js_name = "routeRecordPlan",
-    ts_args_type = "handle: unknown, elapsedNs: number"
+    ts_args_type = "client: unknown, depth: number, elapsedNs: number"
 )]
-pub fn route_record_plan(env: Env, handle: Unknown<'_>, elapsed_ns: f64) -> Result<()> {
+pub fn route_record_plan(env: Env, client: Unknown<'_>, depth: u32, elapsed_ns: f64) -> Result<()> {
     let raw = env.raw();
-    let choice = from_tagged::<RouteHandle>(raw, handle.raw(), &ROUTE_TAG)?.choice(raw)?;
+    let fc = from_tagged::<FastClient>(raw, client.raw(), &FAST_CLIENT_TAG)?;
     let ns = if elapsed_ns.is_finite() && elapsed_ns > 0.0 {
         elapsed_ns as u64
     } else {
         0
     };
-    choice.record_plan_render(std::time::Duration::from_nanos(ns));
-    Ok(())
+    fc.with_slot(depth, |slot| match slot.as_ref() {
+        Some(c) => {
+            c.record_plan_render(std::time::Duration::from_nanos(ns));
+            Ok(())
+        }
+        None => Err(napi::Error::from_reason("promptops: no decision")),
+    })?
 }
 
 /// Render the target's prompt of a decision natively with variables
