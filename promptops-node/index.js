@@ -910,7 +910,15 @@ class Client extends EventEmitter {
    */
   close() {
     this.#native.close();
+    this.#dropCaches();
+  }
+
+  /** What a closed client need not keep (the last decision in the route handle's slots holds its snapshot). */
+  #dropCaches() {
     this.#prompts.clear();
+    this.#bodies.clear();
+    this.#policies.clear();
+    this.#routeHandle = null;
   }
 
   /**
@@ -922,7 +930,7 @@ class Client extends EventEmitter {
   closeAsync() {
     try {
       const done = this.#native.closeAsync();
-      this.#prompts.clear();
+      this.#dropCaches();
       return done;
     } catch (e) {
       return Promise.reject(e);

@@ -372,6 +372,27 @@ test('route: record, recordTarget and recordQuality take decisions of the JS pat
   client.close();
 });
 
+test('route: a failover order too long for the numbers array comes as JSON, the same', () => {
+  const targets = Array.from({ length: 60 }, (_, i) => ({ id: `t${i}`, provider: 'openai', model: i % 2 ? 'gpt-4o' : 'gpt-4o-mini' }));
+  const client = clientWith([
+    {
+      name: 'demo/many',
+      versions: [{ version: 1, type: 'text', template: 'Hi {{ name }}', config: { provider: 'openai', model: 'gpt-4o-mini' } }],
+      labels: { production: 1 },
+      policy: { strategy: 'failover', targets },
+    },
+  ]);
+  const [js, native] = routeBothWays(client, 'demo/many', { name: 'Dana' });
+  assert.deepStrictEqual(js, native);
+  assertDecisionShape(js);
+  assert.equal(js.target.id, 't0');
+  assert.deepEqual(js.fallbacks.map((t) => t.id), targets.slice(1).map((t) => t.id));
+  assert.equal(js.text, 'Hi Dana');
+  client.record(js, { ok: true, latencyMs: 5 });
+  client.recordTarget(js, 't59', { ok: true, latencyMs: 5 }, 2);
+  client.close();
+});
+
 test('route: a getter of the variables may route again', () => {
   const client = clientWith([
     ...stickyPrompt('support/reply', doc.sticky[0].policy),
