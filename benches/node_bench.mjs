@@ -104,6 +104,14 @@ function setup() {
     if (path !== 'js') throw new Error(`${name} rendered on the ${path} path, expected js`);
   }
   const plans = createRequire(import.meta.url)(path.join(PKG, 'plan.js'));
+  const nativeRoute = () => {
+    promptops.setJsRender(false);
+    try {
+      return client.route('bench/t1_routed', t1v, routeOpts);
+    } finally {
+      promptops.setJsRender(true);
+    }
+  };
   const native2 = (vars) => {
     promptops.setJsRender(false);
     try {
@@ -169,6 +177,10 @@ function setup() {
     // Routing: the decision object (frozen, with the rendered text) of a
     // 2-target weighted policy on T1, sticky by key.
     ['R', 'promptops', 'addon', 'route (decision + T1 render)', () => client.route('bench/t1_routed', t1v, routeOpts).text, t1e],
+    // The same with the target rendered by the addon (variables encoded).
+    ['R', 'promptops', 'addon', 'route, native render (PROMPTOPS_JS_RENDER=0)', () => nativeRoute().text, t1e],
+    // A prompt without a policy: one target from its config.
+    ['R', 'promptops', 'addon', 'route, no policy (T1, the config\'s model)', () => client.route('bench/t1', t1v, routeOpts).text, t1e],
   ];
   const profile = () => {
     // The JS path's phases: the walk over the variables (plan.js checks

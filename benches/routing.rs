@@ -20,7 +20,7 @@ use promptops_core::route::{
 };
 use promptops_core::telemetry::{Event, EventKind, Telemetry, TelemetryConfig};
 use promptops_core::{
-    Client, Outcome, PromptData, SnapshotData, Source, Update, context, to_value,
+    Client, Outcome, PromptData, RouteOptions, SnapshotData, Source, Update, context, to_value,
 };
 use promptops_tests::mock_provider::{Behavior, MockProvider};
 use serde_json::json;
@@ -199,6 +199,31 @@ fn client_route(c: &mut Criterion) {
                 weighted
                     .route("support/reply", &vars, Some("user-42"))
                     .expect("route"),
+            )
+        })
+    });
+    // The decision and the target's prompt without the render (what the
+    // Node binding asks for before it renders in JS).
+    g.bench_function("route_decide_weighted_no_render", |b| {
+        let opts = RouteOptions::key("user-42");
+        b.iter(|| {
+            black_box(
+                weighted
+                    .route_decide("support/reply", &opts)
+                    .expect("route")
+                    .expect("decided"),
+            )
+        })
+    });
+    let single = bench_client(json!(null), false);
+    g.bench_function("route_decide_no_policy_no_render", |b| {
+        let opts = RouteOptions::key("user-42");
+        b.iter(|| {
+            black_box(
+                single
+                    .route_decide("support/reply", &opts)
+                    .expect("route")
+                    .expect("decided"),
             )
         })
     });

@@ -71,9 +71,17 @@ export declare class NativeClient {
   applySnapshotAsync(json: string): Promise<{ applied: boolean; revision: number; hash: string; changes: PromptChange[] }>
   /**
    * Stop live delivery and change deliveries, and refuse further
-   * lookups. Idempotent.
+   * lookups. Idempotent. Waits (blocking) for the last telemetry export
+   * round, at most `telemetryFlushTimeoutMs`.
    */
   close(): void
+  /**
+   * `close()` with the core's part (the last telemetry export round,
+   * stopping live delivery) on the libuv thread pool: the client refuses
+   * lookups and sends no more events at once; the promise resolves when
+   * the core is closed.
+   */
+  closeAsync(): Promise<void>
   /**
    * Estimated cost in USD with this client's price table (`null` for an
    * unknown model).
@@ -82,16 +90,24 @@ export declare class NativeClient {
   /**
    * Route `name` (sticky `key`, `label`, telemetry `attributes`) with
    * the variables encoded as for rendering (`encode.js`): the decision
-   * and the prompt rendered for the chosen target (`Client::route_with`).
+   * and the prompt rendered for the chosen target (`Client::route_with`),
+   * as a route handle (`routeInfo` gives the decision). `index.js` uses
+   * it where `routeDecide` declines (strategies that render every target).
    */
-  route(name: string, text: string, ops: Float64Array, n: number, oneByte: boolean, key?: string | undefined | null, label?: string | undefined | null, attributes?: Record<string, string> | undefined | null): NativeRouted
+  route(name: string, text: string, ops: Float64Array, n: number, oneByte: boolean, key?: string | undefined | null, label?: string | undefined | null, attributes?: Record<string, string> | undefined | null): unknown
+  /**
+   * An opaque handle to this client for `routeDecide` (`index.js` makes
+   * one per client).
+   */
+  routeHandle(): unknown
   /**
    * Feed the outcome of a call back (`Client::record` /
    * `Client::record_target` when `target`, a target id, is given).
+   * `decision`: the route handle of a decision.
    */
-  record(decision: NativeRouted, outcome: OutcomeInput, target?: string | undefined | null, attempt?: number | undefined | null): void
+  record(decision: unknown, outcome: OutcomeInput, target?: string | undefined | null, attempt?: number | undefined | null): void
   /** A quality score in `[0, 1]` for the decision's target. */
-  recordQuality(decision: NativeRouted, score: number): void
+  recordQuality(decision: unknown, score: number): void
   /**
    * Render `name` with the encoded variables, route it, call the chosen
    * provider with failover and record the outcome
@@ -186,19 +202,6 @@ export declare class NativePrompt {
    * the config's model, and the estimated input cost.
    */
   inputTokens(rendered: string | ChatMessage[]): InputTokens
-}
-
-/**
- * A routing decision with its rendered prompt (`client.route`). Use the
- * decision object `index.js` builds from it.
- */
-export declare class NativeRouted {
-  /**
-   * The decision as JSON text (camelCase fields), for `JSON.parse`:
-   * building the object through N-API costs several times more (one
-   * call per property and value; see BENCHMARKS-node.md).
-   */
-  infoJson(): string
 }
 
 /**
@@ -461,6 +464,74 @@ export declare function renderFast(handle: unknown, text: string, ops: Float64Ar
  * experiment (the shared hash every binding uses).
  */
 export declare function routeBucket(policyId: string, experiment: string, key: string): number
+
+/**
+ * Decide how `name` is routed without rendering (`Client::route_decide`):
+ * the reason, with the numbers in `out` (see `OUT_*`); the choice waits in
+ * the slot of `depth`. `null` when the strategy renders every target to decide
+ * (`cheapest`, `best_quality`: use `NativeClient.route`).
+ */
+export declare function routeDecide(client: unknown, name: string, key: string | undefined, label: string | undefined, attributes: Record<string, string> | undefined, out: Float64Array, depth: number): string | null
+
+/**
+ * A decision `client.route` returned without a handle, rebuilt for
+ * `record` from its fields and the template decision of its policy key
+ * (`routeTemplate`; same policy id, strategy and targets): `order` is the
+ * target followed by the fallbacks (indices into the policy's targets).
+ */
+export declare function routeDecision(template: unknown, order: number[], bucket: number | null, reason: string, version: number, variant: string | null): unknown
+
+/**
+ * The decision of a route handle as JSON text (camelCase fields; with
+ * `text`, `messages` and `config` of the rendered prompt for a handle of
+ * `NativeClient.route`, else `null` text and messages and the target
+ * prompt's config), for `JSON.parse`: building the object through N-API
+ * costs several times more (one call per property and value; see
+ * BENCHMARKS-node.md).
+ */
+export declare function routeInfo(handle: unknown): string
+
+/**
+ * The policy key of the decision in the slot of `depth` as JSON text
+ * (`PolicyInfo`), for `index.js` to build and cache its frozen objects.
+ */
+export declare function routePolicy(client: unknown, depth: number): string
+
+/**
+ * The target's prompt of the decision in the slot of `depth` was
+ * rendered in JS from its plan, taking `elapsedNs`: record the render and
+ * the decision events (`RouteChoice::record_plan_render`; `index.js` calls
+ * it only when telemetry is on, right after the render, which runs routes
+ * it starts at the next depth).
+ */
+export declare function routeRecordPlan(client: unknown, depth: number, elapsedNs: number): void
+
+/**
+ * Render the target's prompt of a decision natively with variables
+ * encoded by `encode.js` (`RouteChoice::render`: records the render and,
+ * when it succeeds, the decision event).
+ */
+export declare function routeRender(handle: unknown, text: string, ops: Float64Array, n: number, oneByte: boolean): string | ChatMessage[]
+
+/**
+ * The decision waiting in the slot of `depth`, taken out as a route
+ * handle (for `routeRender`, `routeInfo`, `record`).
+ */
+export declare function routeTake(client: unknown, depth: number): unknown
+
+/**
+ * What `index.js` caches per body id for the target's prompt of the
+ * decision in the slot of `depth`: `{ plan, config, version, variant }`
+ * as JSON text (`plan`: the portable plan's JSON text, or `null`).
+ */
+export declare function routeTarget(client: unknown, depth: number): string
+
+/**
+ * A copy of the decision in the slot of `depth`, as a route handle:
+ * `index.js` keeps it with the policy key's cached objects, and
+ * `routeDecision` rebuilds later decisions under the same key from it.
+ */
+export declare function routeTemplate(client: unknown, depth: number): unknown
 
 /** The state of live delivery (`client.syncStatus()`). */
 export interface SyncStatusInfo {

@@ -331,7 +331,11 @@ export interface RouteEstimate {
   fits: boolean;
 }
 
-/** What `client.route` returns (frozen): the decision and the prompt rendered for its target. */
+/**
+ * What `client.route` returns: the decision and the prompt rendered for its
+ * target, as a frozen plain object (its nested objects and arrays frozen
+ * too; decisions share their `target`, `fallbacks` entries and `config`).
+ */
 export interface Decision {
   readonly target: Readonly<RouteTarget>;
   /** Why this target, in words. */
@@ -609,9 +613,17 @@ export declare class Client extends EventEmitter {
   /**
    * Stop live delivery, telemetry export and change events, and refuse
    * further lookups. A last export round runs first; `close()` waits for it
-   * (blocking) at most `telemetryFlushTimeoutMs`.
+   * (blocking the event loop) at most `telemetryFlushTimeoutMs`: prefer
+   * `await closeAsync()` with telemetry export on.
    */
   close(): void;
+  /**
+   * `close()` without blocking the event loop: lookups are refused and no
+   * events are emitted from the call on; the last export round (at most
+   * `telemetryFlushTimeoutMs`) and stopping live delivery run on the libuv
+   * thread pool. Resolves when they are done. Idempotent.
+   */
+  closeAsync(): Promise<void>;
   on(event: 'change', listener: (changes: PromptChange[]) => void): this;
   on(event: 'status', listener: (status: SyncStatus) => void): this;
   once(event: 'change', listener: (changes: PromptChange[]) => void): this;

@@ -500,6 +500,13 @@ class Client extends EventEmitter {
   // with one memory read and drops the cached prompts when it moved.
   #generation;
   #seen;
+  // Routing (see `route`): the client's handle for `routeDecide`, the array
+  // it writes a decision's numbers to, and what decisions share, cached.
+  #routeHandle = null;
+  #routeDepth = 0; // routes in progress in this client (a getter of the variables may route)
+  #routeOut = new Float64Array(64);
+  #bodies = new Map(); // body id of a target's prompt -> { render, config, version, variant }
+  #policies = new Map(); // id of a policy key -> PolicyEntry
 
   /**
    * Build a client, reading its sources synchronously (fine at start-up; use
@@ -650,27 +657,118 @@ class Client extends EventEmitter {
       label = options.label ?? undefined;
       attributes = attributesOf(options.attributes);
     }
-    // The variables cross as for `render` (encode.js): one string and one
-    // typed array instead of a walk of the object through N-API.
+    name = String(name);
+    if (key !== undefined) key = String(key);
+    if (label !== undefined) label = String(label);
+    // The decision is made natively without rendering and comes back as
+    // numbers in `out` and one string; the target's prompt renders in JS
+    // from its plan where it has one (as `Prompt.render` does), so the
+    // variables never cross N-API. See "Routing from Node" in
+    // BENCHMARKS-node.md.
+    const client = (this.#routeHandle ??= this.#native.routeHandle());
+    const depth = this.#routeDepth;
+    const out = this.#routeOut;
+    const reason = native.routeDecide(client, name, key, label, attributes, out, depth);
+    if (reason === null) return this.#routeRendered(name, vars, key, label, attributes);
+    // Everything of `out` is read before rendering: a getter of `vars` may route again.
+    const pol = this.#policies.get(out[5]) ?? this.#policyOf(out[5], client, depth);
+    const body = this.#bodies.get(out[2]) ?? this.#bodyOf(out[2], client, depth);
+    const targets = pol.targets;
+    const target = targets[out[0]];
+    const bucket = out[1] < 0 ? null : out[1];
+    const telemetry = out[3] !== 0;
+    const n = out[6];
+    const uncommon = out[4] !== 0 || n < 0; // skipped targets, or a very long failover order
+    let fallbacks = NO_ITEMS;
+    if (n > 1) {
+      const f = new Array(n - 1);
+      for (let i = 1; i < n; i++) f[i - 1] = targets[out[7 + i]];
+      fallbacks = Object.freeze(f);
+    }
+    const js = jsRender ? body.render : null;
+    // The decision as a handle where one is needed: a native render or an
+    // uncommon decision (else `record` rebuilds it).
+    let handle = js === null || uncommon ? native.routeTake(client, depth) : null;
+    let o = plans.ABANDONED;
+    if (js !== null) {
+      // Routes started by getters of `vars` use the next slot.
+      this.#routeDepth = depth + 1;
+      try {
+        if (!telemetry) o = js(vars);
+        else {
+          const t0 = process.hrtime.bigint();
+          o = js(vars);
+          if (o !== plans.ABANDONED) native.routeRecordPlan(client, depth, Number(process.hrtime.bigint() - t0));
+        }
+      } finally {
+        this.#routeDepth = depth;
+      }
+    }
+    // Taken before the variables are encoded: the encoder reads them again.
+    if (o === plans.ABANDONED) o = routeRenderNative((handle ??= native.routeTake(client, depth)), vars);
+    let text = null;
+    let messages = null;
+    if (typeof o === 'string') text = o;
+    else messages = Object.freeze(o.map(Object.freeze));
+    if (uncommon) return decisionOf(handle, JSON.parse(native.routeInfo(handle)), text, messages, body.config);
+    const d = {
+      target,
+      reason,
+      bucket,
+      strategy: pol.strategy,
+      policyId: pol.policyId,
+      fallbacks,
+      estimate: null,
+      skipped: NO_ITEMS,
+      prompt: pol.prompt,
+      version: body.version,
+      label: pol.label,
+      variant: body.variant,
+      text,
+      messages,
+      config: body.config,
+    };
+    // `record` needs the handle, or the policy's entry to rebuild it from.
+    new Routed(d, handle ?? pol);
+    return Object.freeze(d);
+  }
+
+  /** `route` for strategies that render every target to decide (`cheapest`, `best_quality`): all in the core. */
+  #routeRendered(name, vars, key, label, attributes) {
     const enc = encoder.acquire();
-    let routed;
+    let handle;
     try {
       const n = enc.encode(vars);
       const text = enc.text;
-      routed = this.#native.route(
-        String(name),
-        text,
-        enc.ops,
-        n,
-        !NOT_LATIN1.test(text),
-        key === undefined ? undefined : String(key),
-        label === undefined ? undefined : String(label),
-        attributes,
-      );
+      handle = this.#native.route(name, text, enc.ops, n, !NOT_LATIN1.test(text), key, label, attributes);
     } finally {
       encoder.release(enc);
     }
-    return decisionOf(routed);
+    const d = JSON.parse(native.routeInfo(handle));
+    const messages = d.messages === null ? null : Object.freeze(d.messages.map(Object.freeze));
+    return decisionOf(handle, d, d.text ?? null, messages, deepFreeze(d.config));
+  }
+
+  /** What a decision needs of its target's prompt, cached under the prompt body's id. */
+  #bodyOf(id, client, depth) {
+    const t = JSON.parse(native.routeTarget(client, depth));
+    const body = {
+      render: t.plan === null ? null : plans.renderer(t.plan),
+      config: deepFreeze(t.config),
+      version: t.version,
+      variant: t.variant ?? null,
+    };
+    if (this.#bodies.size >= MAX_CACHED_PROMPTS) this.#bodies.clear();
+    this.#bodies.set(id, body);
+    return body;
+  }
+
+  /** The frozen parts of decisions that only change with the prompt, label and policy, cached under the id of their key. */
+  #policyOf(id, client, depth) {
+    const pol = new PolicyEntry(JSON.parse(native.routePolicy(client, depth)), native.routeTemplate(client, depth));
+    if (this.#policies.size >= MAX_CACHED_PROMPTS) this.#policies.clear();
+    this.#policies.set(id, pol);
+    return pol;
   }
 
   /**
@@ -828,10 +926,39 @@ class Client extends EventEmitter {
     return this.#native.modelPrice(String(model));
   }
 
-  /** Stop live delivery and change events, and refuse further lookups. Idempotent. */
+  /**
+   * Stop live delivery and change events, and refuse further lookups.
+   * Idempotent. With telemetry export on, a last export round runs first
+   * and `close()` waits for it, blocking the event loop, at most
+   * `telemetryFlushTimeoutMs`: prefer `await closeAsync()` then.
+   */
   close() {
     this.#native.close();
+    this.#dropCaches();
+  }
+
+  /** What a closed client need not keep (the last decision in the route handle's slots holds its snapshot). */
+  #dropCaches() {
     this.#prompts.clear();
+    this.#bodies.clear();
+    this.#policies.clear();
+    this.#routeHandle = null;
+  }
+
+  /**
+   * `close()` without blocking the event loop: the client refuses lookups
+   * and emits no events from the call on; the last telemetry export round
+   * (at most `telemetryFlushTimeoutMs`) and stopping live delivery run on
+   * the libuv thread pool, and the promise resolves when they are done.
+   */
+  closeAsync() {
+    try {
+      const done = this.#native.closeAsync();
+      this.#dropCaches();
+      return done;
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 }
 
@@ -973,36 +1100,95 @@ class CompletionStream {
 // ---------------------------------------------------------------------------
 // Routing
 
-const ROUTED = Symbol('promptops.routed');
+// What `record` needs of a decision (its route handle, or the policy entry
+// to rebuild one from) sits in a private field stamped onto the decision's
+// plain object: a base class whose constructor returns the object it is
+// given lets a subclass add its private field to any object. The decision
+// stays a frozen plain object with nothing extra to see (no symbol for
+// Object.getOwnPropertySymbols, spread or deepStrictEqual), and the stamp
+// costs what adding a property does (Object.defineProperty with a
+// non-enumerable symbol cost ~0.15 µs per decision).
+class Returning {
+  constructor(o) {
+    return o;
+  }
+}
 
-/** The decision object `client.route` returns (a frozen plain object). */
-function decisionOf(routed) {
-  const d = JSON.parse(routed.infoJson());
+class Routed extends Returning {
+  #native;
+
+  constructor(decision, n) {
+    super(decision);
+    this.#native = n;
+  }
+
+  /** What was stamped onto `decision`, or undefined. */
+  static of(decision) {
+    return decision !== null && typeof decision === 'object' && #native in decision ? decision.#native : undefined;
+  }
+}
+
+const NO_ITEMS = Object.freeze([]);
+
+/** Render a decision's target natively (its plan's renderer declined, or JS rendering is off). */
+function routeRenderNative(handle, vars) {
+  const enc = encoder.acquire();
+  try {
+    const n = enc.encode(vars);
+    const text = enc.text;
+    return native.routeRender(handle, text, enc.ops, n, !NOT_LATIN1.test(text));
+  } finally {
+    encoder.release(enc);
+  }
+}
+
+/** The decision object `client.route` returns (a frozen plain object) from `routeInfo`'s JSON. */
+function decisionOf(handle, d, text, messages, config) {
   const out = {
     target: Object.freeze(d.target),
     reason: d.reason,
     bucket: d.bucket ?? null,
     strategy: d.strategy,
     policyId: d.policyId,
-    fallbacks: Object.freeze(d.fallbacks.map((t) => Object.freeze(t))),
+    fallbacks: Object.freeze(d.fallbacks.map(Object.freeze)),
     estimate: d.estimate === null ? null : Object.freeze(d.estimate),
-    skipped: Object.freeze(d.skipped.map((s) => Object.freeze(s))),
+    skipped: Object.freeze(d.skipped.map(Object.freeze)),
     prompt: d.prompt,
     version: d.version,
     label: d.label ?? null,
     variant: d.variant ?? null,
-    text: d.text ?? null,
-    messages: d.messages === null ? null : Object.freeze(d.messages.map((m) => Object.freeze(m))),
-    config: deepFreeze(d.config),
+    text,
+    messages,
+    config,
   };
-  Object.defineProperty(out, ROUTED, { value: routed });
+  new Routed(out, handle);
   return Object.freeze(out);
 }
 
+/**
+ * What decisions under one policy key share: the prompt, label, policy id,
+ * strategy and frozen targets, and a template decision (a route handle) to
+ * rebuild a decision for `record` from.
+ */
+class PolicyEntry {
+  constructor([prompt, label, policyId, strategy, targets], template) {
+    this.prompt = prompt;
+    this.label = label;
+    this.policyId = policyId;
+    this.strategy = strategy;
+    this.targets = targets.map(([id, provider, model, variant, version]) => Object.freeze({ id, provider, model, variant, version }));
+    this.template = template;
+  }
+}
+
+/** The route handle of a decision `client.route` returned. */
 function nativeOf(decision) {
-  const n = decision !== null && typeof decision === 'object' ? decision[ROUTED] : undefined;
+  const n = Routed.of(decision);
   if (n === undefined) throw new TypeError('promptops: expected a decision returned by client.route()');
-  return n;
+  if (!(n instanceof PolicyEntry)) return n;
+  // Decided without a handle: rebuilt from the decision's own (frozen) fields.
+  const order = [n.targets.indexOf(decision.target), ...decision.fallbacks.map((t) => n.targets.indexOf(t))];
+  return native.routeDecision(n.template, order, decision.bucket, decision.reason, decision.version, decision.variant);
 }
 
 const OUTCOME_NUMBERS = ['latencyMs', 'ttftMs', 'inputTokens', 'outputTokens', 'costUsd', 'status', 'retryAfterS', 'quality'];

@@ -117,6 +117,100 @@ fn renders_decisions_and_calls_become_metrics() {
     assert_eq!(v["events"][4]["label"], "production");
 }
 
+/// `route_decide` + `RouteChoice::render` (or a render from the plan
+/// reported with `record_plan_render`) is `route_with` in two steps: the
+/// same decision and the same events (the render, then the decision).
+#[test]
+fn route_decide_then_render_is_route_with() {
+    let c = client(TelemetryConfig::default(), None);
+    let tel = c.telemetry().unwrap().clone();
+    let vars = context! { name => "Dana" };
+    let opts = RouteOptions {
+        key: Some("u1".into()),
+        label: None,
+        attributes: vec![("tier".into(), "gold".into())],
+    };
+    let strip = |mut ev: Event| {
+        ev.ts_ms = 0;
+        ev.latency_ms = None;
+        ev
+    };
+    let events = |tel: &Telemetry| -> Vec<Event> {
+        tel.flush();
+        tel.take_batch(1000)
+            .map(|b| b.events.into_iter().map(strip).collect())
+            .unwrap_or_default()
+    };
+    let whole = c.route_with("support/reply", &vars, &opts).unwrap();
+    let expected = events(&tel);
+    assert_eq!(
+        expected.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![EventKind::Render, EventKind::Decision]
+    );
+    assert_eq!(expected[1].attributes.len(), 1);
+
+    let choice = c.route_decide("support/reply", &opts).unwrap().unwrap();
+    assert!(choice.telemetry_enabled());
+    assert!(events(&tel).is_empty(), "deciding records nothing");
+    assert_eq!(choice.prompt.body_id(), whole.prompt.body_id());
+    assert!(choice.prompt.portable_plan().is_some());
+    let rendered = choice.render(&vars).unwrap();
+    assert_eq!(rendered.text, whole.rendered.text);
+    assert_eq!(events(&tel), expected);
+    let routed = choice.into_routed(rendered);
+    assert_eq!(
+        serde_json::to_value(&routed.decision).unwrap(),
+        serde_json::to_value(&whole.decision)
+            .unwrap()
+            .tap(|v| v["at_ms"] = serde_json::to_value(routed.decision.at_ms).unwrap())
+    );
+
+    // Rendered outside the core from the plan: the same two events.
+    let choice = c.route_decide("support/reply", &opts).unwrap().unwrap();
+    choice.record_plan_render(Duration::from_micros(3));
+    assert_eq!(events(&tel), expected);
+
+    // A failed render records its error and no decision.
+    let choice = c.route_decide("support/reply", &opts).unwrap().unwrap();
+    assert!(choice.render(&context! {}).is_err());
+    let failed = events(&tel);
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].kind, EventKind::Render);
+    assert!(failed[0].error_type.is_some());
+
+    // Body ids: one per compiled body, the same for the same prompt.
+    let p = c.get("support/reply").unwrap();
+    assert_eq!(p.body_id(), whole.prompt.body_id());
+    assert_ne!(p.variant("claude").unwrap().body_id(), p.body_id());
+}
+
+#[test]
+fn route_decide_leaves_strategies_that_render_every_target_to_route_with() {
+    let c = Client::builder().project("acme").build().unwrap();
+    let prompts: Vec<PromptData> = serde_json::from_value(json!([{
+        "name": "support/reply",
+        "versions": [{"version": 1, "type": "text", "template": "Hello {{ name }}",
+            "config": {"provider": "openai", "model": "gpt-4o-mini"}}],
+        "labels": {"production": 1},
+        "policy": {"strategy": "cheapest", "targets": [
+            {"provider": "openai", "model": "gpt-4o"},
+            {"provider": "openai", "model": "gpt-4o-mini"}]}
+    }]))
+    .unwrap();
+    c.apply(
+        Update::Snapshot(SnapshotData::new("acme", 1, prompts)),
+        Source::Memory,
+    )
+    .unwrap();
+    let opts = RouteOptions::key("u1");
+    assert!(c.route_decide("support/reply", &opts).unwrap().is_none());
+    let r = c
+        .route_with("support/reply", &context! { name => "Dana" }, &opts)
+        .unwrap();
+    assert_eq!(r.target().model, "gpt-4o-mini");
+    assert!(c.route_decide("nope/missing", &opts).is_err());
+}
+
 trait Tap: Sized {
     fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
         f(&mut self);
@@ -124,6 +218,7 @@ trait Tap: Sized {
     }
 }
 impl Tap for Outcome {}
+impl Tap for serde_json::Value {}
 
 #[test]
 fn pii_is_masked_before_export() {

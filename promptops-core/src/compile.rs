@@ -125,6 +125,8 @@ pub(crate) enum CompiledBody {
 pub(crate) struct CompiledVariant {
     pub config: Arc<ModelConfig>,
     pub body: Result<CompiledBody, Error>,
+    /// See [`CompiledVersion::body_id`].
+    pub body_id: u64,
 }
 
 /// One version, compiled.
@@ -136,6 +138,17 @@ pub(crate) struct CompiledVersion {
     pub variants: BTreeMap<String, CompiledVariant>,
     /// Literal include/import/extends targets of every part.
     pub includes: Vec<IncludeRef>,
+    /// A process-unique id of the compiled body (each variant has its
+    /// own), never reused: what a binding derives from a body (its portable
+    /// plan, its config) can be cached under it. See [`next_body_id`].
+    pub body_id: u64,
+}
+
+/// The next id of a compiled body (ids start at 1 and stay below 2^53,
+/// so they are exact as JS numbers for any realistic process lifetime).
+pub(crate) fn next_body_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl CompiledVersion {
@@ -600,6 +613,7 @@ fn compile_version_with(
             CompiledVariant {
                 config: Arc::new(v.config.overlay(&variant.config)),
                 body: compiled,
+                body_id: next_body_id(),
             },
         );
     }
@@ -610,6 +624,7 @@ fn compile_version_with(
         body,
         variants,
         includes,
+        body_id: next_body_id(),
     }
 }
 

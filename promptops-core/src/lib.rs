@@ -56,8 +56,8 @@ pub use plan::PortablePlan;
 pub use pricing::{ModelPrice, PricingTable};
 pub use prompt::{Prompt, Rendered};
 pub use route::{
-    Decision, Outcome, Policy, RouteOptions, Routed, Router, RouterConfig, Strategy, Target,
-    validate_policy,
+    Decision, Outcome, Policy, RouteChoice, RouteOptions, Routed, Router, RouterConfig, Strategy,
+    Target, validate_policy,
 };
 pub use schema::InputSchema;
 pub use snapshot::{Delta, SNAPSHOT_FORMAT, SnapshotData};

@@ -271,6 +271,19 @@ impl Prompt {
         })
     }
 
+    /// A process-unique id of the selected body (version or variant),
+    /// never reused: the same id always stands for the same templates and
+    /// config (and, within one client, the same limits), so a binding can
+    /// cache what it derives from them ([`portable_plan`](Self::portable_plan)'s
+    /// renderer, the config) under it. Two prompts with different ids may
+    /// still render alike.
+    pub fn body_id(&self) -> u64 {
+        match &self.variant {
+            Some(v) => self.version.variants[v].body_id,
+            None => self.version.body_id,
+        }
+    }
+
     /// Whether renders of this prompt are recorded as telemetry events.
     pub fn telemetry_enabled(&self) -> bool {
         self.telemetry.is_some()

@@ -11,8 +11,8 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { execFileSync } = require('node:child_process');
-const { REGISTRY_BIN, REGISTRY_BIN_SKIP: skip, startRegistry, stopRegistry, startMockProvider, startReceiver } = require('./helpers.js');
-const { Client, ConfigError, UnknownModelError, estimateCost } = require('..');
+const { REGISTRY_BIN, REGISTRY_BIN_SKIP: skip, startRegistry, stopRegistry, startMockProvider, startReceiver, loadVector } = require('./helpers.js');
+const { Client, ConfigError, UnknownModelError, estimateCost, setJsRender } = require('..');
 
 const MINI = 'gpt-4o-mini';
 const EMAIL = 'dana.k@example.com';
@@ -299,6 +299,84 @@ test('flushTelemetry never blocks the event loop', async () => {
     assert.equal(flushed, true);
     assert.ok(ticks >= 10, `only ${ticks} ticks during a 0.4 s export`);
     assert.deepEqual(r.requests.map((q) => q.path), ['/v1/metrics']);
+    c.close();
+  } finally {
+    await r.close();
+  }
+});
+
+test('route records the same events when it renders in JS as when it renders natively', async () => {
+  const doc = loadVector('routing.json');
+  const variants = {
+    friendly: { config: { temperature: 0.9 } },
+    formal: { config: { temperature: 0.1 } },
+    claude: { config: { provider: 'anthropic', model: 'claude-haiku-4-5' } },
+  };
+  // The vectors' canary (pinned versions) and ab (variants) policies, each on its own prompt.
+  const prompts = [2, 3].map((i) => ({
+    name: `vec/p${i}`,
+    versions: [6, 7].map((v) => ({ version: v, type: 'text', template: `v${v}: hi {{ name }}`, config: { provider: 'openai', model: MINI }, variants })),
+    labels: { production: 6 },
+    policy: { ...doc.sticky[i].policy, id: `p${i}` },
+  }));
+  const r = await startReceiver();
+  const events = async (js) => {
+    const was = setJsRender(js);
+    try {
+      r.requests.length = 0;
+      const c = localClient({ telemetry: { maskPii: false }, telemetryUploadUrl: r.url, telemetryIntervalMs: 3_600_000 });
+      c.apply({ format: 'promptops.snapshot/1', project: 'shop', revision: 2, prompts: [...snapshot().prompts, ...prompts] });
+      routedCall(c);
+      for (const p of ['vec/p2', 'vec/p3']) {
+        for (let u = 0; u < 30; u++) {
+          const d = c.route(p, VARS, { routeKey: `user-${u}`, attributes: { n: String(u) } });
+          c.record(d, { ok: true, latencyMs: 10 + u });
+        }
+      }
+      // A render that fails records its error and no decision.
+      assert.throws(() => c.route('support/reply', {}, { routeKey: 'x' }), { code: 'VARIABLE_ERROR' });
+      assert.equal(await c.flushTelemetry(), true);
+      await c.closeAsync();
+      // Leave out what differs between any two runs: times.
+      return r.bodies('/v1/telemetry').flatMap((b) => b.events.map(({ ts_ms, latency_ms, ...e }) => (e.kind === 'render' ? e : { ...e, latency_ms })));
+    } finally {
+      setJsRender(was);
+    }
+  };
+  try {
+    const js = await events(true);
+    const native = await events(false);
+    assert.equal(js.length, 4 + 60 * 3 + 1);
+    assert.deepEqual(js, native);
+    assert.deepEqual(js.slice(0, 4).map((e) => e.kind), ['render', 'render', 'decision', 'call']);
+    assert.equal(js.at(-1).kind, 'render');
+    assert.equal(js.at(-1).error_type, 'VARIABLE_ERROR');
+    // Pinned versions and variants show up in the render and decision events.
+    assert.ok(js.some((e) => e.kind === 'render' && e.version === 7 && e.label === null));
+    assert.ok(js.some((e) => e.kind === 'decision' && e.variant === 'claude' && e.model === 'claude-haiku-4-5'));
+  } finally {
+    await r.close();
+  }
+});
+
+test('closeAsync: the last export round runs off the event loop', async () => {
+  const r = await startReceiver({ delayMs: 400 });
+  try {
+    const c = localClient({ telemetry: true, telemetryUploadUrl: r.url, telemetryIntervalMs: 3_600_000, telemetryFlushTimeoutMs: 10_000 });
+    routedCall(c);
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 10);
+    const done = c.closeAsync();
+    // Closed at once: lookups are refused before the promise settles.
+    assert.throws(() => c.get('support/reply'), ConfigError);
+    assert.equal(c.status, 'off');
+    await done;
+    clearInterval(timer);
+    assert.ok(ticks >= 10, `only ${ticks} ticks during a 0.4 s export`);
+    // The receiver, on this event loop, could answer: the round completed.
+    const batches = r.bodies('/v1/telemetry');
+    assert.equal(batches.flatMap((b) => b.events).length, 4);
+    await c.closeAsync(); // idempotent
     c.close();
   } finally {
     await r.close();

@@ -1795,6 +1795,23 @@ impl NativeClient {
         }
     }
 
+    /// What `close` does on the JS thread: refuse lookups, end calls in
+    /// flight, release the change and status callbacks.
+    fn begin_close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        // Calls in flight end now (their callbacks are released, so a
+        // pending call never keeps the process alive after `close()`).
+        self.shared.close_signal.send_replace(true);
+        if let Ok(mut guard) = self.shared.listener.lock()
+            && let Some(tsfn) = guard.take()
+        {
+            drop(tsfn); // the last reference: releases the function
+        }
+        if let Ok(mut guard) = self.shared.status_listener.lock() {
+            drop(guard.take());
+        }
+    }
+
     fn check_open(&self, env: &Env) -> Result<()> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(config_error(env.raw(), "this client is closed"));
@@ -2121,22 +2138,24 @@ impl NativeClient {
     }
 
     /// Stop live delivery and change deliveries, and refuse further
-    /// lookups. Idempotent.
+    /// lookups. Idempotent. Waits (blocking) for the last telemetry export
+    /// round, at most `telemetryFlushTimeoutMs`.
     #[napi(catch_unwind)]
     pub fn close(&self) {
-        self.shared.closed.store(true, Ordering::Release);
-        // Calls in flight end now (their callbacks are released, so a
-        // pending call never keeps the process alive after `close()`).
-        self.shared.close_signal.send_replace(true);
+        self.begin_close();
         self.client.close();
-        if let Ok(mut guard) = self.shared.listener.lock()
-            && let Some(tsfn) = guard.take()
-        {
-            drop(tsfn); // the last reference: releases the function
-        }
-        if let Ok(mut guard) = self.shared.status_listener.lock() {
-            drop(guard.take());
-        }
+    }
+
+    /// `close()` with the core's part (the last telemetry export round,
+    /// stopping live delivery) on the libuv thread pool: the client refuses
+    /// lookups and sends no more events at once; the promise resolves when
+    /// the core is closed.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn close_async(&self) -> AsyncTask<CloseClient> {
+        self.begin_close();
+        AsyncTask::new(CloseClient {
+            client: self.client.clone(),
+        })
     }
 
     /// Estimated cost in USD with this client's price table (`null` for an
@@ -2158,10 +2177,13 @@ impl NativeClient {
 
     /// Route `name` (sticky `key`, `label`, telemetry `attributes`) with
     /// the variables encoded as for rendering (`encode.js`): the decision
-    /// and the prompt rendered for the chosen target (`Client::route_with`).
+    /// and the prompt rendered for the chosen target (`Client::route_with`),
+    /// as a route handle (`routeInfo` gives the decision). `index.js` uses
+    /// it where `routeDecide` declines (strategies that render every target).
     #[napi(
         catch_unwind,
-        ts_args_type = "name: string, text: string, ops: Float64Array, n: number, oneByte: boolean, key?: string | undefined | null, label?: string | undefined | null, attributes?: Record<string, string> | undefined | null"
+        ts_args_type = "name: string, text: string, ops: Float64Array, n: number, oneByte: boolean, key?: string | undefined | null, label?: string | undefined | null, attributes?: Record<string, string> | undefined | null",
+        ts_return_type = "unknown"
     )]
     #[allow(clippy::too_many_arguments)]
     pub fn route(
@@ -2175,38 +2197,53 @@ impl NativeClient {
         key: Option<String>,
         label: Option<String>,
         attributes: Option<std::collections::HashMap<String, String>>,
-    ) -> Result<NativeRouted> {
+    ) -> Result<Unknown<'static>> {
         self.check_open(&env)?;
         let raw = env.raw();
         let vars = vars_from_encoded(raw, &name, text.raw(), ops.raw(), n, one_byte)?;
-        let mut attributes: Vec<(String, String)> =
-            attributes.unwrap_or_default().into_iter().collect();
-        attributes.sort();
-        let opts = po::RouteOptions {
-            key,
-            label,
-            attributes,
-        };
-        self.client
+        let opts = route_options(key, label, attributes);
+        let routed = self
+            .client
             .route_with(&name, &vars, &opts)
-            .map(|routed| NativeRouted { routed })
-            .map_err(|e| js_error(raw, &e))
+            .map_err(|e| js_error(raw, &e))?;
+        Ok(unknown(
+            raw,
+            tagged_external(raw, RouteHandle::Routed(routed), &ROUTE_TAG)?,
+        ))
+    }
+
+    /// An opaque handle to this client for `routeDecide` (`index.js` makes
+    /// one per client).
+    #[napi(catch_unwind, ts_return_type = "unknown")]
+    pub fn route_handle(&self, env: Env) -> Result<Unknown<'static>> {
+        let raw = env.raw();
+        let data = FastClient {
+            client: self.client.clone(),
+            shared: self.shared.clone(),
+            slots: std::cell::RefCell::new(Vec::new()),
+            policy_ids: std::cell::RefCell::new(PolicyIds::default()),
+        };
+        Ok(unknown(raw, tagged_external(raw, data, &FAST_CLIENT_TAG)?))
     }
 
     /// Feed the outcome of a call back (`Client::record` /
     /// `Client::record_target` when `target`, a target id, is given).
-    #[napi(catch_unwind)]
+    /// `decision`: the route handle of a decision.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "decision: unknown, outcome: OutcomeInput, target?: string | undefined | null, attempt?: number | undefined | null"
+    )]
     pub fn record(
         &self,
         env: Env,
-        decision: &NativeRouted,
+        decision: Unknown<'_>,
         outcome: OutcomeInput,
         target: Option<String>,
         attempt: Option<u32>,
     ) -> Result<()> {
         self.check_open(&env)?;
         let raw = env.raw();
-        let d = &decision.routed.decision;
+        let d = from_tagged::<RouteHandle>(raw, decision.raw(), &ROUTE_TAG)?.decision();
         let out = outcome_from_js(&outcome).map_err(|m| config_error(raw, m))?;
         match target {
             None if attempt.is_none() => self.client.record(d, &out),
@@ -2225,16 +2262,18 @@ impl NativeClient {
     }
 
     /// A quality score in `[0, 1]` for the decision's target.
-    #[napi(catch_unwind)]
-    pub fn record_quality(&self, env: Env, decision: &NativeRouted, score: f64) -> Result<()> {
+    #[napi(catch_unwind, ts_args_type = "decision: unknown, score: number")]
+    pub fn record_quality(&self, env: Env, decision: Unknown<'_>, score: f64) -> Result<()> {
         self.check_open(&env)?;
+        let raw = env.raw();
+        let d = from_tagged::<RouteHandle>(raw, decision.raw(), &ROUTE_TAG)?.decision();
         if !(0.0..=1.0).contains(&score) {
             return Err(config_error(
-                env.raw(),
+                raw,
                 format!("quality must be a number in [0, 1], got {score}"),
             ));
         }
-        self.client.record_quality(&decision.routed.decision, score);
+        self.client.record_quality(d, score);
         Ok(())
     }
 
@@ -2421,6 +2460,27 @@ fn model_json(m: &po::ModelEntry) -> serde_json::Value {
     })
 }
 
+/// The core's part of `closeAsync` off the event loop: the last export
+/// round waits up to `telemetryFlushTimeoutMs`.
+pub struct CloseClient {
+    client: Client,
+}
+
+impl Task for CloseClient {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.client.close())).map_err(
+            |_| napi::Error::from_reason("promptops: internal error (panic) while closing"),
+        )
+    }
+
+    fn resolve(&mut self, _env: Env, _output: Self::Output) -> Result<Self::JsValue> {
+        Ok(())
+    }
+}
+
 /// `flushTelemetry` off the event loop: the core's flush blocks its thread
 /// (a libuv pool thread) until the round ends or the timeout.
 pub struct FlushTelemetry {
@@ -2566,52 +2626,604 @@ fn target_json(t: &po::route::Target) -> serde_json::Value {
     })
 }
 
-/// A routing decision with its rendered prompt (`client.route`). Use the
-/// decision object `index.js` builds from it.
-#[napi]
-pub struct NativeRouted {
-    routed: po::Routed,
+// ---------------------------------------------------------------------------
+// Routing: `client.route` decides natively and renders in JS
+//
+// `routeDecide` makes the decision without rendering (`Client::route_decide`)
+// and hands it back in a compact form: the reason as a string, and numbers in
+// the caller's `Float64Array`, among them the id this client handle gave the
+// parts that only change with the prompt, label and policy (`index.js` caches
+// its frozen objects for them under it and asks for them once with
+// `routePolicy`). No handle is made per decision, the costliest part
+// of a call (an external with a finalizer, which Node runs only when the event
+// loop turns): the choice waits in the client handle's slot for the call's
+// depth (a route started from a getter of the variables uses the next one)
+// until the next decision there. `index.js` takes it out as a route handle
+// when it needs one (`routeTake`: a native render, an uncommon decision),
+// asks for what it caches on a miss (`routeTarget`,
+// `routeTemplate`), renders the target's prompt from its portable plan and
+// reports that render with `routeRecordPlan` when telemetry is on, or renders
+// natively with `routeRender`. Either way the core records the same render
+// and decision events as `Client::route_with`. `record` gets a route handle:
+// the one taken, or one `routeDecision` rebuilds from the decision object
+// and the template decision cached with its policy.
+
+/// What a client handle (`NativeClient::route_handle`) points to.
+struct FastClient {
+    client: Client,
+    shared: Arc<Shared>,
+    /// The last decision of each call depth, until `routeTake` or the next
+    /// decision at that depth (JS thread only).
+    slots: std::cell::RefCell<Vec<Option<po::RouteChoice>>>,
+    /// Ids of policy keys (`policy_key`), never reused.
+    policy_ids: std::cell::RefCell<PolicyIds>,
 }
 
-#[napi]
-impl NativeRouted {
-    /// The decision as JSON text (camelCase fields, the shape of
-    /// `decision_json` plus `text`, `messages` and `config`), for
-    /// `JSON.parse`: building the object through N-API costs several times
-    /// more (one call per property and value; see BENCHMARKS-node.md).
-    #[napi(catch_unwind)]
-    pub fn info_json(&self) -> Result<String> {
-        let d = &self.routed.decision;
-        let r = &self.routed.rendered;
-        let info = DecisionInfo {
-            policy_id: d.policy_id(),
-            strategy: d.strategy.as_str(),
-            target: TargetInfo::of(d.target()),
-            fallbacks: d.fallbacks().map(TargetInfo::of).collect(),
-            bucket: d.bucket,
-            reason: &d.reason,
-            estimate: d.estimate.as_ref().map(|e| EstimateInfo {
-                input_tokens: e.input_tokens,
-                exact: e.exact,
-                output_tokens: e.output_tokens,
-                predicted_cost_usd: e.predicted_cost_usd,
-                context_window: e.context_window,
-                fits: e.fits,
-            }),
-            skipped: &d.skipped,
-            prompt: d.prompt.as_deref(),
-            version: d.version,
-            label: d.label.as_deref(),
-            variant: d.variant.as_deref(),
-            text: r.text.as_deref(),
-            messages: r.messages.as_deref(),
-            config: &r.config,
-        };
-        serde_json::to_string(&info).map_err(|e| napi::Error::from_reason(e.to_string()))
+/// The ids `routeDecide` gives policy keys: equal keys get the same id
+/// (while the table holds them; it starts over past `MAX_POLICY_IDS`, with
+/// new ids), so `index.js` can cache by a number.
+#[derive(Default)]
+struct PolicyIds {
+    ids: std::collections::HashMap<Vec<u8>, u32, foldhash::fast::RandomState>,
+    next: u32,
+    buf: Vec<u8>,
+}
+
+const MAX_POLICY_IDS: usize = 4096;
+
+impl PolicyIds {
+    /// The id of the decision's policy key.
+    fn id(&mut self, d: &po::Decision) -> u32 {
+        policy_key(&mut self.buf, d);
+        if let Some(&id) = self.ids.get(self.buf.as_slice()) {
+            return id;
+        }
+        if self.ids.len() >= MAX_POLICY_IDS {
+            self.ids.clear();
+        }
+        self.next = self.next.wrapping_add(1);
+        self.ids.insert(self.buf.clone(), self.next);
+        self.next
     }
 }
 
-/// `NativeRouted::info_json`'s document, serialised straight from the
+/// Deeper than this, `routeDecide` refuses (routes started from getters of
+/// the variables of routes, … ).
+const MAX_ROUTE_DEPTH: usize = 64;
+
+impl FastClient {
+    /// Run `f` on the choice in the slot of `depth`.
+    fn with_slot<T>(
+        &self,
+        depth: u32,
+        f: impl FnOnce(&mut Option<po::RouteChoice>) -> T,
+    ) -> Result<T> {
+        let mut slots = self
+            .slots
+            .try_borrow_mut()
+            .map_err(|_| napi::Error::from_reason("promptops: route slots busy"))?;
+        let d = depth as usize;
+        if d >= MAX_ROUTE_DEPTH {
+            return Err(napi::Error::from_reason(
+                "promptops: client.route nested too deep (from getters of its variables)",
+            ));
+        }
+        if slots.len() <= d {
+            slots.resize_with(d + 1, || None);
+        }
+        Ok(f(&mut slots[d]))
+    }
+}
+
+/// What a route handle points to: a decision made before rendering, a
+/// whole route (`NativeClient::route`), or a decision rebuilt for `record`
+/// (`routeDecision`).
+enum RouteHandle {
+    Choice(po::RouteChoice),
+    Routed(po::Routed),
+    Decision(po::Decision),
+}
+
+impl RouteHandle {
+    fn decision(&self) -> &po::Decision {
+        match self {
+            RouteHandle::Choice(c) => &c.decision,
+            RouteHandle::Routed(r) => &r.decision,
+            RouteHandle::Decision(d) => d,
+        }
+    }
+
+    fn choice(&self, env: sys::napi_env) -> Result<&po::RouteChoice> {
+        match self {
+            RouteHandle::Choice(c) => Ok(c),
+            _ => Err(config_error(env, "this decision is already rendered")),
+        }
+    }
+}
+
+const FAST_CLIENT_TAG: sys::napi_type_tag = sys::napi_type_tag {
+    lower: 0x7072_6f6d_7074_6f70, // "promptop"
+    upper: 0x7343_6c69_656e_7448, // "sClientH"
+};
+
+const ROUTE_TAG: sys::napi_type_tag = sys::napi_type_tag {
+    lower: 0x7072_6f6d_7074_6f70, // "promptop"
+    upper: 0x7352_6f75_7465_4841, // "sRouteHA"
+};
+
+/// Where `routeDecide` writes a decision's numbers (`Float64Array`):
+/// target index, bucket (-1: none), body id of the target's prompt,
+/// telemetry (1/0), skipped targets, the policy key's id, then the attempt
+/// order's length (-1 when it does not fit) and the order itself.
+const OUT_TARGET: usize = 0;
+const OUT_BUCKET: usize = 1;
+const OUT_BODY: usize = 2;
+const OUT_TELEMETRY: usize = 3;
+const OUT_SKIPPED: usize = 4;
+const OUT_POLICY: usize = 5;
+const OUT_ORDER_LEN: usize = 6;
+const OUT_ORDER: usize = 7;
+
+/// The caller's `Float64Array`, writable.
+fn f64_array_mut<'a>(env: sys::napi_env, v: sys::napi_value) -> Result<&'a mut [f64]> {
+    let mut kind = 0;
+    let mut len = 0usize;
+    let mut data = ptr::null_mut();
+    check!(sys::napi_get_typedarray_info(
+        env,
+        v,
+        &mut kind,
+        &mut len,
+        &mut data,
+        ptr::null_mut(),
+        ptr::null_mut()
+    ));
+    if kind != sys::TypedarrayType::float64_array || data.is_null() {
+        return Err(napi::Error::new(
+            Status::InvalidArg,
+            "promptops: expected a Float64Array".to_string(),
+        ));
+    }
+    // SAFETY: N-API reports `len` f64s at `data` (adjusted for the view's
+    // offset, so aligned as a Float64Array is), alive while `v` is (for
+    // this call); nothing runs JS while we write them.
+    Ok(unsafe { std::slice::from_raw_parts_mut(data.cast::<f64>(), len) })
+}
+
+fn route_options(
+    key: Option<String>,
+    label: Option<String>,
+    attributes: Option<std::collections::HashMap<String, String>>,
+) -> po::RouteOptions {
+    let mut attributes: Vec<(String, String)> =
+        attributes.unwrap_or_default().into_iter().collect();
+    attributes.sort();
+    po::RouteOptions {
+        key,
+        label,
+        attributes,
+    }
+}
+
+/// The parts of a decision that only change with the prompt, label and
+/// policy: prompt, label, policy id, strategy and every target's id,
+/// provider, model, variant and version, length-prefixed into `buf`.
+/// Decisions with equal keys share `index.js`'s frozen objects for them
+/// and, for `record`, have an equivalent policy (the same ids, providers
+/// and models, so the same stats keys and endpoints).
+fn policy_key(buf: &mut Vec<u8>, d: &po::Decision) {
+    fn put(buf: &mut Vec<u8>, s: Option<&str>) {
+        match s {
+            Some(s) => {
+                buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                buf.extend_from_slice(s.as_bytes());
+            }
+            None => buf.extend_from_slice(&u64::MAX.to_le_bytes()),
+        }
+    }
+    buf.clear();
+    put(buf, d.prompt.as_deref());
+    put(buf, d.label.as_deref());
+    put(buf, Some(d.policy_id()));
+    put(buf, Some(d.strategy.as_str()));
+    buf.extend_from_slice(&(d.policy.targets.len() as u64).to_le_bytes());
+    for t in &d.policy.targets {
+        put(buf, Some(&t.id));
+        put(buf, Some(&t.provider));
+        put(buf, Some(&t.model));
+        put(buf, t.variant.as_deref());
+        buf.extend_from_slice(&t.version.map_or(u64::MAX, u64::from).to_le_bytes());
+    }
+}
+
+/// The policy key as `index.js` reads it: a JSON array `[prompt, label,
+/// policyId, strategy, [[id, provider, model, variant, version], …]]`.
+#[derive(serde::Serialize)]
+struct PolicyInfo<'a>(
+    Option<&'a str>,
+    Option<&'a str>,
+    &'a str,
+    &'static str,
+    Vec<TargetTuple<'a>>,
+);
+
+/// A target in `PolicyInfo`: id, provider, model, variant, version.
+type TargetTuple<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Option<u32>);
+
+/// Strings up to this many UTF-8 bytes (less one) are read in one N-API
+/// call into a buffer on the stack (`short_string`).
+const SHORT_STRING: usize = 256;
+
+/// A JS string argument: short ones in one N-API call into `buf` (napi-rs'
+/// `String` asks for the length first, which walks the string, then copies
+/// into a new allocation), longer ones as napi-rs reads them.
+fn short_string<'b>(
+    env: sys::napi_env,
+    v: sys::napi_value,
+    buf: &'b mut [u8; SHORT_STRING],
+) -> Result<std::borrow::Cow<'b, str>> {
+    let mut len = 0usize;
+    check!(sys::napi_get_value_string_utf8(
+        env,
+        v,
+        buf.as_mut_ptr().cast(),
+        SHORT_STRING,
+        &mut len
+    ));
+    // N-API writes whole characters only (lone surrogates replaced), at
+    // most SHORT_STRING - 1 bytes: a string that did not fit filled the
+    // buffer to within 3 bytes (the longest character is 4).
+    if len + 4 < SHORT_STRING {
+        return std::str::from_utf8(&buf[..len])
+            .map(std::borrow::Cow::Borrowed)
+            .map_err(|e| napi::Error::from_reason(e.to_string()));
+    }
+    // SAFETY: `v` is a live value of this call, a string (checked above).
+    let s = unsafe { <String as napi::bindgen_prelude::FromNapiValue>::from_napi_value(env, v) }?;
+    Ok(std::borrow::Cow::Owned(s))
+}
+
+/// Decide how `name` is routed without rendering (`Client::route_decide`):
+/// the reason, with the numbers in `out` (see `OUT_*`); the choice waits in
+/// the slot of `depth`. `null` when the strategy renders every target to decide
+/// (`cheapest`, `best_quality`: use `NativeClient.route`).
+#[napi(
+    catch_unwind,
+    js_name = "routeDecide",
+    ts_args_type = "client: unknown, name: string, key: string | undefined, label: string | undefined, attributes: Record<string, string> | undefined, out: Float64Array, depth: number",
+    ts_return_type = "string | null"
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn route_decide(
+    env: Env,
+    client: Unknown<'_>,
+    name: Unknown<'_>,
+    key: Unknown<'_>,
+    label: Option<String>,
+    attributes: Option<std::collections::HashMap<String, String>>,
+    out: Unknown<'_>,
+    depth: u32,
+) -> Result<Unknown<'static>> {
+    let raw = env.raw();
+    let fc = from_tagged::<FastClient>(raw, client.raw(), &FAST_CLIENT_TAG)?;
+    let mut buf = [0u8; SHORT_STRING];
+    let name = short_string(raw, name.raw(), &mut buf)?;
+    let key = match key.get_type()? {
+        napi::ValueType::Undefined | napi::ValueType::Null => None,
+        _ => Some(short_string(raw, key.raw(), &mut [0u8; SHORT_STRING])?.into_owned()),
+    };
+    if fc.shared.closed.load(Ordering::Acquire) {
+        return Err(config_error(raw, "this client is closed"));
+    }
+    let out = f64_array_mut(raw, out.raw())?;
+    if out.len() < OUT_ORDER {
+        return Err(napi::Error::new(
+            Status::InvalidArg,
+            "promptops: route output array too short".to_string(),
+        ));
+    }
+    let opts = route_options(key, label, attributes);
+    let choice = match fc.client.route_decide(&name, &opts) {
+        Ok(Some(c)) => c,
+        Ok(None) => return Ok(unknown(raw, js_null(raw)?)),
+        Err(e) => return Err(js_error(raw, &e)),
+    };
+    let d = &choice.decision;
+    out[OUT_TARGET] = d.target as f64;
+    out[OUT_BUCKET] = d.bucket.map_or(-1.0, f64::from);
+    out[OUT_BODY] = choice.prompt.body_id() as f64;
+    out[OUT_TELEMETRY] = if choice.telemetry_enabled() { 1.0 } else { 0.0 };
+    out[OUT_SKIPPED] = d.skipped.len() as f64;
+    out[OUT_POLICY] = f64::from(
+        fc.policy_ids
+            .try_borrow_mut()
+            .map_err(|_| napi::Error::from_reason("promptops: route policy ids busy"))?
+            .id(d),
+    );
+    if OUT_ORDER + d.order.len() <= out.len() {
+        out[OUT_ORDER_LEN] = d.order.len() as f64;
+        for (slot, &i) in out[OUT_ORDER..].iter_mut().zip(&d.order) {
+            *slot = i as f64;
+        }
+    } else {
+        out[OUT_ORDER_LEN] = -1.0;
+    }
+    let reason = js_string(raw, &d.reason)?;
+    fc.with_slot(depth, |slot| *slot = Some(choice))?;
+    Ok(unknown(raw, reason))
+}
+
+/// The decision waiting in the slot of `depth`, taken out as a route
+/// handle (for `routeRender`, `routeInfo`, `record`).
+#[napi(
+    catch_unwind,
+    js_name = "routeTake",
+    ts_args_type = "client: unknown, depth: number",
+    ts_return_type = "unknown"
+)]
+pub fn route_take(env: Env, client: Unknown<'_>, depth: u32) -> Result<Unknown<'static>> {
+    let raw = env.raw();
+    let fc = from_tagged::<FastClient>(raw, client.raw(), &FAST_CLIENT_TAG)?;
+    let choice = fc
+        .with_slot(depth, Option::take)?
+        .ok_or_else(|| napi::Error::from_reason("promptops: no decision to take"))?;
+    Ok(unknown(
+        raw,
+        tagged_external(raw, RouteHandle::Choice(choice), &ROUTE_TAG)?,
+    ))
+}
+
+/// What `index.js` caches per body id for the target's prompt of the
+/// decision in the slot of `depth`: `{ plan, config, version, variant }`
+/// as JSON text (`plan`: the portable plan's JSON text, or `null`).
+#[napi(
+    catch_unwind,
+    js_name = "routeTarget",
+    ts_args_type = "client: unknown, depth: number"
+)]
+pub fn route_target(env: Env, client: Unknown<'_>, depth: u32) -> Result<String> {
+    #[derive(serde::Serialize)]
+    struct TargetPrompt<'a> {
+        plan: Option<String>,
+        config: &'a po::ModelConfig,
+        version: u32,
+        variant: Option<&'a str>,
+    }
+    let raw = env.raw();
+    let fc = from_tagged::<FastClient>(raw, client.raw(), &FAST_CLIENT_TAG)?;
+    fc.with_slot(depth, |slot| {
+        let Some(c) = slot.as_ref() else {
+            return Err(napi::Error::from_reason("promptops: no decision"));
+        };
+        let p = &c.prompt;
+        let info = TargetPrompt {
+            plan: p
+                .portable_plan()
+                .map(|plan| serde_json::to_string(&plan))
+                .transpose()
+                .map_err(|e| napi::Error::from_reason(e.to_string()))?,
+            config: p.config(),
+            version: p.version(),
+            variant: p.variant_name(),
+        };
+        serde_json::to_string(&info).map_err(|e| napi::Error::from_reason(e.to_string()))
+    })?
+}
+
+/// The policy key of the decision in the slot of `depth` as JSON text
+/// (`PolicyInfo`), for `index.js` to build and cache its frozen objects.
+#[napi(
+    catch_unwind,
+    js_name = "routePolicy",
+    ts_args_type = "client: unknown, depth: number"
+)]
+pub fn route_policy(env: Env, client: Unknown<'_>, depth: u32) -> Result<String> {
+    let raw = env.raw();
+    let fc = from_tagged::<FastClient>(raw, client.raw(), &FAST_CLIENT_TAG)?;
+    fc.with_slot(depth, |slot| {
+        let Some(c) = slot.as_ref() else {
+            return Err(napi::Error::from_reason("promptops: no decision"));
+        };
+        let d = &c.decision;
+        let info = PolicyInfo(
+            d.prompt.as_deref(),
+            d.label.as_deref(),
+            d.policy_id(),
+            d.strategy.as_str(),
+            d.policy
+                .targets
+                .iter()
+                .map(|t| {
+                    (
+                        t.id.as_str(),
+                        t.provider.as_str(),
+                        t.model.as_str(),
+                        t.variant.as_deref(),
+                        t.version,
+                    )
+                })
+                .collect(),
+        );
+        serde_json::to_string(&info).map_err(|e| napi::Error::from_reason(e.to_string()))
+    })?
+}
+
+/// A copy of the decision in the slot of `depth`, as a route handle:
+/// `index.js` keeps it with the policy key's cached objects, and
+/// `routeDecision` rebuilds later decisions under the same key from it.
+#[napi(
+    catch_unwind,
+    js_name = "routeTemplate",
+    ts_args_type = "client: unknown, depth: number",
+    ts_return_type = "unknown"
+)]
+pub fn route_template(env: Env, client: Unknown<'_>, depth: u32) -> Result<Unknown<'static>> {
+    let raw = env.raw();
+    let fc = from_tagged::<FastClient>(raw, client.raw(), &FAST_CLIENT_TAG)?;
+    let d = fc
+        .with_slot(depth, |slot| slot.as_ref().map(|c| c.decision.clone()))?
+        .ok_or_else(|| napi::Error::from_reason("promptops: no decision"))?;
+    Ok(unknown(
+        raw,
+        tagged_external(raw, RouteHandle::Decision(d), &ROUTE_TAG)?,
+    ))
+}
+
+/// A decision `client.route` returned without a handle, rebuilt for
+/// `record` from its fields and the template decision of its policy key
+/// (`routeTemplate`; same policy id, strategy and targets): `order` is the
+/// target followed by the fallbacks (indices into the policy's targets).
+#[napi(
+    catch_unwind,
+    js_name = "routeDecision",
+    ts_args_type = "template: unknown, order: number[], bucket: number | null, reason: string, version: number, variant: string | null",
+    ts_return_type = "unknown"
+)]
+pub fn route_decision(
+    env: Env,
+    template: Unknown<'_>,
+    order: Vec<u32>,
+    bucket: Option<u32>,
+    reason: String,
+    version: u32,
+    variant: Option<String>,
+) -> Result<Unknown<'static>> {
+    let raw = env.raw();
+    let t = from_tagged::<RouteHandle>(raw, template.raw(), &ROUTE_TAG)?.decision();
+    let n = t.policy.targets.len();
+    let order: Vec<usize> = order.into_iter().map(|i| i as usize).collect();
+    if order.is_empty() || order.iter().any(|&i| i >= n) {
+        return Err(napi::Error::new(
+            Status::InvalidArg,
+            "promptops: bad decision order".to_string(),
+        ));
+    }
+    let mut d = t.clone();
+    d.target = order[0];
+    d.order = order;
+    d.bucket = bucket;
+    d.reason = reason;
+    d.version = Some(version);
+    d.variant = variant;
+    d.skipped.clear();
+    d.estimate = None;
+    Ok(unknown(
+        raw,
+        tagged_external(raw, RouteHandle::Decision(d), &ROUTE_TAG)?,
+    ))
+}
+
+/// The target's prompt of the decision in the slot of `depth` was
+/// rendered in JS from its plan, taking `elapsedNs`: record the render and
+/// the decision events (`RouteChoice::record_plan_render`; `index.js` calls
+/// it only when telemetry is on, right after the render, which runs routes
+/// it starts at the next depth).
+#[napi(
+    catch_unwind,
+    js_name = "routeRecordPlan",
+    ts_args_type = "client: unknown, depth: number, elapsedNs: number"
+)]
+pub fn route_record_plan(env: Env, client: Unknown<'_>, depth: u32, elapsed_ns: f64) -> Result<()> {
+    let raw = env.raw();
+    let fc = from_tagged::<FastClient>(raw, client.raw(), &FAST_CLIENT_TAG)?;
+    let ns = if elapsed_ns.is_finite() && elapsed_ns > 0.0 {
+        elapsed_ns as u64
+    } else {
+        0
+    };
+    fc.with_slot(depth, |slot| match slot.as_ref() {
+        Some(c) => {
+            c.record_plan_render(std::time::Duration::from_nanos(ns));
+            Ok(())
+        }
+        None => Err(napi::Error::from_reason("promptops: no decision")),
+    })?
+}
+
+/// Render the target's prompt of a decision natively with variables
+/// encoded by `encode.js` (`RouteChoice::render`: records the render and,
+/// when it succeeds, the decision event).
+#[napi(
+    catch_unwind,
+    js_name = "routeRender",
+    ts_args_type = "handle: unknown, text: string, ops: Float64Array, n: number, oneByte: boolean",
+    ts_return_type = "string | ChatMessage[]"
+)]
+pub fn route_render(
+    env: Env,
+    handle: Unknown<'_>,
+    text: Unknown<'_>,
+    ops: Unknown<'_>,
+    n: u32,
+    one_byte: bool,
+) -> Result<Unknown<'static>> {
+    let raw = env.raw();
+    let choice = from_tagged::<RouteHandle>(raw, handle.raw(), &ROUTE_TAG)?.choice(raw)?;
+    let vars = vars_from_encoded(
+        raw,
+        choice.prompt.name(),
+        text.raw(),
+        ops.raw(),
+        n,
+        one_byte,
+    )?;
+    let out = choice.render(&vars).map_err(|e| js_error(raw, &e))?;
+    let v = match (&out.text, &out.messages) {
+        (Some(t), _) => js_string(raw, t)?,
+        (None, Some(m)) => messages_to_js(raw, m)?,
+        (None, None) => js_string(raw, "")?,
+    };
+    Ok(unknown(raw, v))
+}
+
+/// The decision of a route handle as JSON text (camelCase fields; with
+/// `text`, `messages` and `config` of the rendered prompt for a handle of
+/// `NativeClient.route`, else `null` text and messages and the target
+/// prompt's config), for `JSON.parse`: building the object through N-API
+/// costs several times more (one call per property and value; see
+/// BENCHMARKS-node.md).
+#[napi(catch_unwind, js_name = "routeInfo", ts_args_type = "handle: unknown")]
+pub fn route_info(env: Env, handle: Unknown<'_>) -> Result<String> {
+    let raw = env.raw();
+    let h = from_tagged::<RouteHandle>(raw, handle.raw(), &ROUTE_TAG)?;
+    let d = h.decision();
+    let (text, messages, config) = match h {
+        RouteHandle::Routed(r) => (
+            r.rendered.text.as_deref(),
+            r.rendered.messages.as_deref(),
+            Some(&*r.rendered.config),
+        ),
+        RouteHandle::Choice(c) => (None, None, Some(c.prompt.config())),
+        RouteHandle::Decision(_) => (None, None, None),
+    };
+    let info = DecisionInfo {
+        policy_id: d.policy_id(),
+        strategy: d.strategy.as_str(),
+        target: TargetInfo::of(d.target()),
+        fallbacks: d.fallbacks().map(TargetInfo::of).collect(),
+        bucket: d.bucket,
+        reason: &d.reason,
+        estimate: d.estimate.as_ref().map(|e| EstimateInfo {
+            input_tokens: e.input_tokens,
+            exact: e.exact,
+            output_tokens: e.output_tokens,
+            predicted_cost_usd: e.predicted_cost_usd,
+            context_window: e.context_window,
+            fits: e.fits,
+        }),
+        skipped: &d.skipped,
+        prompt: d.prompt.as_deref(),
+        version: d.version,
+        label: d.label.as_deref(),
+        variant: d.variant.as_deref(),
+        text,
+        messages,
+        config,
+    };
+    serde_json::to_string(&info).map_err(|e| napi::Error::from_reason(e.to_string()))
+}
+
+/// `routeInfo`'s document, serialised straight from the
 /// decision (no intermediate `serde_json::Value`).
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -2630,7 +3242,7 @@ struct DecisionInfo<'a> {
     variant: Option<&'a str>,
     text: Option<&'a str>,
     messages: Option<&'a [Message]>,
-    config: &'a po::ModelConfig,
+    config: Option<&'a po::ModelConfig>,
 }
 
 #[derive(serde::Serialize)]
@@ -3052,32 +3664,11 @@ impl NativePrompt {
     /// path (`index.js` makes one per prompt, on its first render).
     #[napi(catch_unwind, ts_return_type = "unknown")]
     pub fn handle(&self, env: Env) -> Result<Unknown<'static>> {
-        unsafe extern "C" fn finalize(
-            _env: sys::napi_env,
-            data: *mut std::ffi::c_void,
-            _hint: *mut std::ffi::c_void,
-        ) {
-            // SAFETY: `data` is the `Box<FastPrompt>` leaked below, given
-            // back exactly once by this finalizer.
-            drop(unsafe { Box::from_raw(data.cast::<FastPrompt>()) });
-        }
         let raw = env.raw();
-        let data = Box::into_raw(Box::new(FastPrompt {
+        let data = FastPrompt {
             prompt: self.prompt.clone(),
-        }));
-        let mut out = ptr::null_mut();
-        let status = unsafe {
-            sys::napi_create_external(raw, data.cast(), Some(finalize), ptr::null_mut(), &mut out)
         };
-        if status != sys::Status::napi_ok {
-            drop(unsafe { Box::from_raw(data) });
-            return Err(napi::Error::new(
-                Status::from(status),
-                "promptops: cannot create a prompt handle".to_string(),
-            ));
-        }
-        check!(sys::napi_type_tag_object(raw, out, &FAST_PROMPT_TAG));
-        Ok(unknown(raw, out))
+        Ok(unknown(raw, tagged_external(raw, data, &FAST_PROMPT_TAG)?))
     }
 
     /// Where a render's time goes, for the benchmark report: runs the fast
@@ -3195,27 +3786,76 @@ const FAST_PROMPT_TAG: sys::napi_type_tag = sys::napi_type_tag {
     upper: 0x7346_6173_7452_656e, // "sFastRen"
 };
 
-/// The prompt behind a handle made by `NativePrompt::handle`.
-fn fast_prompt<'a>(raw: sys::napi_env, handle: sys::napi_value) -> Result<&'a FastPrompt> {
+/// A JS external owning `data`, type-tagged with `tag` (N-API 8): the
+/// handles `index.js` passes back to the free functions here instead of
+/// napi-rs class instances (cheaper to make, and to call with).
+fn tagged_external<T: 'static>(
+    env: sys::napi_env,
+    data: T,
+    tag: &'static sys::napi_type_tag,
+) -> Result<sys::napi_value> {
+    unsafe extern "C" fn finalize<T>(
+        _env: sys::napi_env,
+        data: *mut std::ffi::c_void,
+        _hint: *mut std::ffi::c_void,
+    ) {
+        // SAFETY: `data` is the `Box<T>` leaked by `tagged_external`, given
+        // back exactly once by this finalizer.
+        drop(unsafe { Box::from_raw(data.cast::<T>()) });
+    }
+    let data = Box::into_raw(Box::new(data));
+    let mut out = ptr::null_mut();
+    let status = unsafe {
+        sys::napi_create_external(
+            env,
+            data.cast(),
+            Some(finalize::<T>),
+            ptr::null_mut(),
+            &mut out,
+        )
+    };
+    if status != sys::Status::napi_ok {
+        // SAFETY: N-API did not take `data`; it is still ours.
+        drop(unsafe { Box::from_raw(data) });
+        return Err(napi::Error::new(
+            Status::from(status),
+            "promptops: cannot create a handle".to_string(),
+        ));
+    }
+    check!(sys::napi_type_tag_object(env, out, tag));
+    Ok(out)
+}
+
+/// The data behind a handle made by `tagged_external` with `tag`.
+fn from_tagged<'a, T>(
+    env: sys::napi_env,
+    handle: sys::napi_value,
+    tag: &'static sys::napi_type_tag,
+) -> Result<&'a T> {
     let mut tagged = false;
     check!(sys::napi_check_object_type_tag(
-        raw,
+        env,
         handle,
-        &FAST_PROMPT_TAG,
+        tag,
         &mut tagged
     ));
     if !tagged {
         return Err(napi::Error::new(
             Status::InvalidArg,
-            "promptops: not a prompt handle".to_string(),
+            "promptops: not a handle of the expected kind".to_string(),
         ));
     }
     let mut data = ptr::null_mut();
-    check!(sys::napi_get_value_external(raw, handle, &mut data));
-    // SAFETY: the tag proves `handle` is one of our externals, whose data is
-    // a live `FastPrompt` (freed only by its finalizer, after `handle` died;
-    // `handle` is alive for the call that passed it).
-    Ok(unsafe { &*data.cast::<FastPrompt>() })
+    check!(sys::napi_get_value_external(env, handle, &mut data));
+    // SAFETY: only `tagged_external::<T>` puts `tag` on an external (one
+    // tag per type), so `data` is a live `T` (freed only by its finalizer,
+    // after `handle` died; `handle` is alive for the call that passed it).
+    Ok(unsafe { &*data.cast::<T>() })
+}
+
+/// The prompt behind a handle made by `NativePrompt::handle`.
+fn fast_prompt<'a>(raw: sys::napi_env, handle: sys::napi_value) -> Result<&'a FastPrompt> {
+    from_tagged(raw, handle, &FAST_PROMPT_TAG)
 }
 
 /// `renderEncoded` without the class-method machinery of napi-rs (the

@@ -105,6 +105,65 @@ impl Routed {
     }
 }
 
+/// A routing decision made before rendering ([`Client::route_decide`]):
+/// the decision and the prompt to render for its target.
+#[derive(Debug, Clone)]
+pub struct RouteChoice {
+    /// The decision, with the prompt, version, label and variant served.
+    pub decision: Decision,
+    /// The prompt the chosen target renders (its pinned version / variant).
+    pub prompt: Prompt,
+    /// The caller's attributes for the decision event (empty without
+    /// telemetry).
+    attributes: Vec<(Arc<str>, String)>,
+    telemetry: Option<Arc<Telemetry>>,
+}
+
+impl RouteChoice {
+    /// Render the target's prompt and complete the route: the render event
+    /// and then the decision event are recorded, as
+    /// [`Client::route_with`] records them. A failed render records no
+    /// decision event.
+    pub fn render(&self, vars: &Value) -> Result<Rendered> {
+        let rendered = self.prompt.render(vars)?;
+        self.record_decision();
+        Ok(rendered)
+    }
+
+    /// The target's prompt was rendered from its portable plan outside the
+    /// core, taking `elapsed`: record the render event and the decision
+    /// event, as [`render`](Self::render) would have (no-op without
+    /// telemetry).
+    pub fn record_plan_render(&self, elapsed: std::time::Duration) {
+        if self.telemetry.is_some() {
+            self.prompt.record_plan_render(elapsed);
+            self.record_decision();
+        }
+    }
+
+    /// Whether completing the route records telemetry events.
+    pub fn telemetry_enabled(&self) -> bool {
+        self.telemetry.is_some()
+    }
+
+    /// The decision with the prompt rendered for it.
+    pub fn into_routed(self, rendered: Rendered) -> Routed {
+        Routed {
+            decision: self.decision,
+            prompt: self.prompt,
+            rendered,
+        }
+    }
+
+    fn record_decision(&self) {
+        if let Some(t) = &self.telemetry {
+            let mut ev = decision_event(&self.decision, EventKind::Decision);
+            ev.attributes = self.attributes.clone();
+            t.record(ev);
+        }
+    }
+}
+
 pub(crate) fn messages_of(r: &Rendered) -> Vec<Message> {
     match (&r.messages, &r.text) {
         (Some(m), _) => m.clone(),
@@ -255,6 +314,92 @@ impl Client {
         self.route_prompt(&base, vars, opts)
     }
 
+    /// Decide how `name` is routed without rendering it: the decision and
+    /// the prompt its target renders (pinned version / variant), for a
+    /// binding that renders from the prompt's portable plan itself
+    /// ([`Prompt::portable_plan`]) or renders later with
+    /// [`RouteChoice::render`]. `None` when the policy's strategy
+    /// (`cheapest`, `best_quality`) needs the prompt rendered for every
+    /// target to decide: use [`route_with`](Self::route_with) then.
+    ///
+    /// Deciding has the router's side effects of [`route_with`]
+    /// (the keyless generator, half-open probes); the decision event is
+    /// recorded when the route completes ([`RouteChoice::render`],
+    /// [`RouteChoice::record_plan_render`]), after the render, as
+    /// `route_with` records it.
+    pub fn route_decide(&self, name: &str, opts: &RouteOptions) -> Result<Option<RouteChoice>> {
+        let base = self.get_with(
+            name,
+            &GetOptions {
+                label: opts.label.clone(),
+                ..Default::default()
+            },
+        )?;
+        let policy = self.policy_for(&base)?;
+        if policy.strategy.needs_estimates() {
+            return Ok(None);
+        }
+        self.choose(&base, policy, opts).map(Some)
+    }
+
+    /// Targets the model catalogue rules out (disabled, unhealthy).
+    fn unavailable(base: &Prompt, policy: &Policy) -> Option<Vec<Option<String>>> {
+        base.catalogue().filter(|c| !c.is_empty()).map(|c| {
+            policy
+                .targets
+                .iter()
+                .map(|t| c.unavailable(&t.model))
+                .collect()
+        })
+    }
+
+    /// The decision of a strategy that needs no estimates, and the prompt
+    /// its target renders.
+    fn choose(
+        &self,
+        base: &Prompt,
+        policy: Arc<Policy>,
+        opts: &RouteOptions,
+    ) -> Result<RouteChoice> {
+        let unavailable = Self::unavailable(base, &policy);
+        let mut decision = self.router().decide(
+            &policy,
+            &RouteInput {
+                key: opts.key.as_deref(),
+                estimates: None,
+                unavailable: unavailable.as_deref(),
+            },
+        )?;
+        let prompt = self.prompt_for_target(base, decision.target(), decision.target)?;
+        Self::fill(&mut decision, base, &prompt);
+        Ok(self.choice(decision, prompt, opts))
+    }
+
+    /// What the client fills in a decision: the prompt, version, label and
+    /// variant served.
+    fn fill(decision: &mut Decision, base: &Prompt, prompt: &Prompt) {
+        decision.prompt = Some(base.name().to_string());
+        decision.version = Some(prompt.version());
+        decision.label = base.label().map(String::from);
+        decision.variant = prompt.variant_name().map(String::from);
+    }
+
+    fn choice(&self, decision: Decision, prompt: Prompt, opts: &RouteOptions) -> RouteChoice {
+        let telemetry = self.telemetry().cloned();
+        let attributes = match telemetry {
+            Some(_) => {
+                crate::telemetry::attributes(opts.attributes.iter().map(|(k, v)| (k, v.clone())))
+            }
+            None => Vec::new(),
+        };
+        RouteChoice {
+            decision,
+            prompt,
+            attributes,
+            telemetry,
+        }
+    }
+
     pub(crate) fn route_prompt(
         &self,
         base: &Prompt,
@@ -262,33 +407,25 @@ impl Client {
         opts: &RouteOptions,
     ) -> Result<Routed> {
         let policy = self.policy_for(base)?;
-        // Targets the model catalogue rules out (disabled, unhealthy).
-        let unavailable: Option<Vec<Option<String>>> =
-            base.catalogue().filter(|c| !c.is_empty()).map(|c| {
-                policy
-                    .targets
-                    .iter()
-                    .map(|t| c.unavailable(&t.model))
-                    .collect()
-            });
-        let mut renders: Vec<Option<(Prompt, Rendered)>> = Vec::new();
-        let estimates = if policy.strategy.needs_estimates() {
-            let mut est = Vec::with_capacity(policy.targets.len());
-            for (i, t) in policy.targets.iter().enumerate() {
-                let p = self.prompt_for_target(base, t, i)?;
-                let r = p.render(vars)?;
-                est.push(Self::estimate(&base.pricing, &policy, t, &r));
-                renders.push(Some((p, r)));
-            }
-            Some(est)
-        } else {
-            None
-        };
+        if !policy.strategy.needs_estimates() {
+            let choice = self.choose(base, policy, opts)?;
+            let rendered = choice.render(vars)?;
+            return Ok(choice.into_routed(rendered));
+        }
+        let unavailable = Self::unavailable(base, &policy);
+        let mut renders: Vec<Option<(Prompt, Rendered)>> = Vec::with_capacity(policy.targets.len());
+        let mut est = Vec::with_capacity(policy.targets.len());
+        for (i, t) in policy.targets.iter().enumerate() {
+            let p = self.prompt_for_target(base, t, i)?;
+            let r = p.render(vars)?;
+            est.push(Self::estimate(&base.pricing, &policy, t, &r));
+            renders.push(Some((p, r)));
+        }
         let mut decision = self.router().decide(
             &policy,
             &RouteInput {
                 key: opts.key.as_deref(),
-                estimates: estimates.as_deref(),
+                estimates: Some(&est),
                 unavailable: unavailable.as_deref(),
             },
         )?;
@@ -301,21 +438,10 @@ impl Client {
                 (p, r)
             }
         };
-        decision.prompt = Some(base.name().to_string());
-        decision.version = Some(prompt.version());
-        decision.label = base.label().map(String::from);
-        decision.variant = prompt.variant_name().map(String::from);
-        if let Some(t) = self.telemetry() {
-            let mut ev = decision_event(&decision, EventKind::Decision);
-            ev.attributes =
-                crate::telemetry::attributes(opts.attributes.iter().map(|(k, v)| (k, v.clone())));
-            t.record(ev);
-        }
-        Ok(Routed {
-            decision,
-            prompt,
-            rendered,
-        })
+        Self::fill(&mut decision, base, &prompt);
+        let choice = self.choice(decision, prompt, opts);
+        choice.record_decision();
+        Ok(choice.into_routed(rendered))
     }
 
     /// Feed the outcome of a call made for `decision` (to its chosen target)

@@ -37,7 +37,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
-pub use client::{RouteOptions, Routed};
+pub use client::{RouteChoice, RouteOptions, Routed};
 pub use policy::{
     AdaptiveAlgorithm, AdaptiveConfig, Budget, FailoverConfig, FailureClass, Policy, Reward,
     Strategy, Target, compile_policies, parse_policy, validate_policy, validate_snapshot_policies,
