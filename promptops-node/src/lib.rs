@@ -2962,15 +2962,24 @@ pub fn route_decide(
     ts_return_type = "unknown"
 )]
 pub fn route_take(env: Env, client: Unknown<'_>, depth: u32) -> Result<Unknown<'static>> {
+    slot_handle(env, client, depth, |slot| {
+        slot.take().map(RouteHandle::Choice)
+    })
+}
+
+/// A route handle made from the decision slot of `depth` of `client`.
+fn slot_handle(
+    env: Env,
+    client: Unknown<'_>,
+    depth: u32,
+    f: impl FnOnce(&mut Option<po::RouteChoice>) -> Option<RouteHandle>,
+) -> Result<Unknown<'static>> {
     let raw = env.raw();
     let fc = from_tagged::<FastClient>(raw, client.raw(), &FAST_CLIENT_TAG)?;
-    let choice = fc
-        .with_slot(depth, Option::take)?
-        .ok_or_else(|| napi::Error::from_reason("promptops: no decision to take"))?;
-    Ok(unknown(
-        raw,
-        tagged_external(raw, RouteHandle::Choice(choice), &ROUTE_TAG)?,
-    ))
+    let handle = fc
+        .with_slot(depth, f)?
+        .ok_or_else(|| napi::Error::from_reason("promptops: no decision"))?;
+    Ok(unknown(raw, tagged_external(raw, handle, &ROUTE_TAG)?))
 }
 
 /// What `index.js` caches per body id for the target's prompt of the
@@ -3058,15 +3067,10 @@ pub fn route_policy(env: Env, client: Unknown<'_>, depth: u32) -> Result<String>
     ts_return_type = "unknown"
 )]
 pub fn route_template(env: Env, client: Unknown<'_>, depth: u32) -> Result<Unknown<'static>> {
-    let raw = env.raw();
-    let fc = from_tagged::<FastClient>(raw, client.raw(), &FAST_CLIENT_TAG)?;
-    let d = fc
-        .with_slot(depth, |slot| slot.as_ref().map(|c| c.decision.clone()))?
-        .ok_or_else(|| napi::Error::from_reason("promptops: no decision"))?;
-    Ok(unknown(
-        raw,
-        tagged_external(raw, RouteHandle::Decision(d), &ROUTE_TAG)?,
-    ))
+    slot_handle(env, client, depth, |slot| {
+        slot.as_ref()
+            .map(|c| RouteHandle::Decision(c.decision.clone()))
+    })
 }
 
 /// A decision `client.route` returned without a handle, rebuilt for
