@@ -343,28 +343,16 @@ impl Registry {
                 .bind(&at);
             q.execute(w.conn()).await?;
         }
-        let models = models_in(w.conn(), project.id).await?;
-        let change = self
-            .record_delta(w.conn(), &project, vec![], vec![], Some(models))
-            .await?;
-        let revision = change.delta.revision as i64;
-        append_audit(
-            w.conn(),
-            actor,
-            AuditEntry {
-                action: "model.set".into(),
-                org: Some(project.org.clone()),
-                project: Some(project.name.clone()),
-                details: json!({
+        let (change, revision) = self
+            .catalogue_changed(w.conn(), &project, actor, "model.set", |revision| {
+                json!({
                     "model": entry.model,
                     "before": before.as_ref().map(|b| &b.entry),
                     "after": &entry,
                     "revision": revision,
-                }),
-                ..Default::default()
-            },
-        )
-        .await?;
+                })
+            })
+            .await?;
         let rec = records_in(w.conn(), project.id, Some(&entry.model))
             .await?
             .into_iter()
@@ -392,23 +380,15 @@ impl Registry {
             .bind(model)
             .execute(w.conn())
             .await?;
-        let models = models_in(w.conn(), project.id).await?;
-        let change = self
-            .record_delta(w.conn(), &project, vec![], vec![], Some(models))
+        let (change, revision) = self
+            .catalogue_changed(
+                w.conn(),
+                &project,
+                actor,
+                "model.delete",
+                |revision| json!({"model": model, "before": before.entry, "revision": revision}),
+            )
             .await?;
-        let revision = change.delta.revision as i64;
-        append_audit(
-            w.conn(),
-            actor,
-            AuditEntry {
-                action: "model.delete".into(),
-                org: Some(project.org.clone()),
-                project: Some(project.name.clone()),
-                details: json!({"model": model, "before": before.entry, "revision": revision}),
-                ..Default::default()
-            },
-        )
-        .await?;
         self.finish(w, change).await?;
         Ok(json!({"model": model, "deleted": true, "revision": revision}))
     }
@@ -473,29 +453,17 @@ impl Registry {
         .bind(&checked.model)
         .execute(w.conn())
         .await?;
-        let models = models_in(w.conn(), project.id).await?;
-        let change = self
-            .record_delta(w.conn(), &project, vec![], vec![], Some(models))
-            .await?;
-        let revision = change.delta.revision as i64;
-        append_audit(
-            w.conn(),
-            &actor,
-            AuditEntry {
-                action: "model.health".into(),
-                org: Some(project.org.clone()),
-                project: Some(project.name.clone()),
-                details: json!({
+        let (change, revision) = self
+            .catalogue_changed(w.conn(), &project, &actor, "model.health", |revision| {
+                json!({
                     "model": checked.model,
                     "before": cur.entry.health.status,
                     "after": status,
                     "error": error,
                     "revision": revision,
-                }),
-                ..Default::default()
-            },
-        )
-        .await?;
+                })
+            })
+            .await?;
         self.finish(w, change).await?;
         Ok(HealthResult {
             model: checked.model.clone(),
@@ -545,6 +513,39 @@ fn bind_entry<'q>(
 
 fn model_not_found(model: &str) -> ApiError {
     ApiError::not_found(format!("model `{model}` is not in the catalogue"))
+}
+
+impl Registry {
+    /// After a change to a project's models: a delta carrying the new
+    /// catalogue (a new revision) and the audit entry `action` with the
+    /// `details` for that revision. Returns the change and its revision.
+    async fn catalogue_changed(
+        &self,
+        conn: &mut AnyConnection,
+        project: &ProjectInfo,
+        actor: &Actor,
+        action: &str,
+        details: impl FnOnce(i64) -> Value,
+    ) -> ApiResult<(crate::registry::Change, i64)> {
+        let models = models_in(&mut *conn, project.id).await?;
+        let change = self
+            .record_delta(&mut *conn, project, vec![], vec![], Some(models))
+            .await?;
+        let revision = change.delta.revision as i64;
+        append_audit(
+            conn,
+            actor,
+            AuditEntry {
+                action: action.into(),
+                org: Some(project.org.clone()),
+                project: Some(project.name.clone()),
+                details: details(revision),
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok((change, revision))
+    }
 }
 
 #[cfg(test)]
