@@ -1110,6 +1110,15 @@ impl From<ChatMessage> for Message {
     }
 }
 
+/// A render's body as JS: the text, or the chat messages.
+fn rendered_to_js(env: sys::napi_env, out: &po::Rendered) -> Result<sys::napi_value> {
+    match (&out.text, &out.messages) {
+        (Some(t), _) => js_string(env, t),
+        (None, Some(m)) => messages_to_js(env, m),
+        (None, None) => js_string(env, ""),
+    }
+}
+
 fn messages_to_js(env: sys::napi_env, messages: &[Message]) -> Result<sys::napi_value> {
     let mut arr = ptr::null_mut();
     check!(sys::napi_create_array_with_length(
@@ -3172,12 +3181,7 @@ pub fn route_render(
         one_byte,
     )?;
     let out = choice.render(&vars).map_err(|e| js_error(raw, &e))?;
-    let v = match (&out.text, &out.messages) {
-        (Some(t), _) => js_string(raw, t)?,
-        (None, Some(m)) => messages_to_js(raw, m)?,
-        (None, None) => js_string(raw, "")?,
-    };
-    Ok(unknown(raw, v))
+    Ok(unknown(raw, rendered_to_js(raw, &out)?))
 }
 
 /// The decision of a route handle as JSON text (camelCase fields; with
@@ -3613,12 +3617,7 @@ impl NativePrompt {
         let raw = env.raw();
         let vars = vars_from_js(raw, self.prompt.name(), vars.raw())?;
         let out = self.prompt.render(&vars).map_err(|e| js_error(raw, &e))?;
-        let v = match (&out.text, &out.messages) {
-            (Some(t), _) => js_string(raw, t)?,
-            (None, Some(m)) => messages_to_js(raw, m)?,
-            (None, None) => js_string(raw, "")?,
-        };
-        Ok(unknown(raw, v))
+        Ok(unknown(raw, rendered_to_js(raw, &out)?))
     }
 
     /// Render with variables encoded by `index.js` (the fast path).
@@ -3638,12 +3637,7 @@ impl NativePrompt {
         let raw = env.raw();
         let vars = vars_from_encoded(raw, self.prompt.name(), text.raw(), ops.raw(), n, one_byte)?;
         let out = self.prompt.render(&vars).map_err(|e| js_error(raw, &e))?;
-        let v = match (&out.text, &out.messages) {
-            (Some(t), _) => js_string(raw, t)?,
-            (None, Some(m)) => messages_to_js(raw, m)?,
-            (None, None) => js_string(raw, "")?,
-        };
-        Ok(unknown(raw, v))
+        Ok(unknown(raw, rendered_to_js(raw, &out)?))
     }
 
     /// The prompt's portable render plan as JSON text (see
@@ -3705,11 +3699,7 @@ impl NativePrompt {
             let t1 = Instant::now();
             let out = self.prompt.render(&vars).map_err(|e| js_error(raw, &e))?;
             let t2 = Instant::now();
-            match (&out.text, &out.messages) {
-                (Some(t), _) => js_string(raw, t)?,
-                (None, Some(m)) => messages_to_js(raw, m)?,
-                (None, None) => js_string(raw, "")?,
-            };
+            rendered_to_js(raw, &out)?;
             let t3 = Instant::now();
             drop(out);
             drop(vars);
@@ -3742,12 +3732,7 @@ impl NativePrompt {
             )
         })?;
         let out = self.prompt.render(&vars).map_err(|e| js_error(raw, &e))?;
-        let v = match (&out.text, &out.messages) {
-            (Some(t), _) => js_string(raw, t)?,
-            (None, Some(m)) => messages_to_js(raw, m)?,
-            (None, None) => js_string(raw, "")?,
-        };
-        Ok(unknown(raw, v))
+        Ok(unknown(raw, rendered_to_js(raw, &out)?))
     }
 
     /// Input tokens of a rendering of this prompt (its text or messages) for
@@ -3883,12 +3868,7 @@ pub fn render_fast(
     let fp = fast_prompt(raw, handle.raw())?;
     let vars = vars_from_encoded(raw, fp.prompt.name(), text.raw(), ops.raw(), n, one_byte)?;
     let out = fp.prompt.render(&vars).map_err(|e| js_error(raw, &e))?;
-    let v = match (&out.text, &out.messages) {
-        (Some(t), _) => js_string(raw, t)?,
-        (None, Some(m)) => messages_to_js(raw, m)?,
-        (None, None) => js_string(raw, "")?,
-    };
-    Ok(unknown(raw, v))
+    Ok(unknown(raw, rendered_to_js(raw, &out)?))
 }
 
 /// Record a render `plan.js` did in JS from the prompt's plan as a
